@@ -1,0 +1,79 @@
+"""Validation of user input at the public boundary: precise errors naming the argument."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+
+def _shape(dims: tuple) -> str:
+    return "(" + ", ".join(str(d) for d in dims) + ("," if len(dims) == 1 else "") + ")"
+
+
+def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch.dtype) -> Tensor:
+    """Check that ``x`` is a finite ``(B, *event_shape)`` tensor of ``dtype``; return it.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or has another dtype.
+        ValueError: wrong rank or trailing shape, empty batch, NaN or infinite values.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    expected = _shape(("B", *event_shape))
+    if x.ndim != 1 + len(event_shape):
+        raise ValueError(
+            f"{name} must have shape {expected} ({1 + len(event_shape)} dimensions), "
+            f"got {tuple(x.shape)} ({x.ndim} dimensions)"
+        )
+    if tuple(x.shape[1:]) != tuple(event_shape):
+        raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+    if x.shape[0] == 0:
+        raise ValueError(f"{name} must hold at least one sample, got shape {tuple(x.shape)}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"{name} must be a floating-point tensor of dtype {dtype}, got {x.dtype}")
+    if x.dtype != dtype:
+        raise TypeError(
+            f"{name} must have dtype {dtype} like the model's parameters, got {x.dtype}; "
+            f"convert it with {name}.to({dtype}), or the model with model.to({x.dtype})"
+        )
+    finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().squeeze(1)
+        first = ", ".join(str(i) for i in bad[:5].tolist())
+        raise ValueError(
+            f"{name} has NaN or infinite values in {bad.numel()} of {x.shape[0]} rows "
+            f"(first: {first})"
+        )
+    return x
+
+
+def check_context(
+    context: object,
+    context_dim: int,
+    batch: int | None,
+    dtype: torch.dtype,
+    name: str = "context",
+) -> Tensor | None:
+    """Check ``context`` against a model with ``context_dim`` conditioning features.
+
+    ``context`` must be ``None`` for an unconditional model (``context_dim == 0``), and a
+    finite ``(B, C)`` tensor otherwise, with ``B == batch`` when ``batch`` is given.
+    """
+    if context_dim == 0:
+        if context is not None:
+            raise ValueError(
+                f"this model is unconditional, but {name} was given; create it with "
+                f"context_dim=C to condition on C features, or pass {name}=None"
+            )
+        return None
+    if context is None:
+        raise ValueError(
+            f"this model is conditional and needs {name} of shape (B, {context_dim}), got None"
+        )
+    context = check_batch(context, name, (context_dim,), dtype)
+    if batch is not None and context.shape[0] != batch:
+        raise ValueError(
+            f"{name} must have one row per sample, shape ({batch}, {context_dim}), "
+            f"got {tuple(context.shape)}"
+        )
+    return context

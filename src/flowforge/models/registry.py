@@ -1,0 +1,84 @@
+"""The model registry: named recipes, created with ``create(name, dim=..., **options)``."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..distributions.model import Model
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A registered model: its name, a one-line summary and the function that builds it."""
+
+    name: str
+    summary: str
+    build: Callable[..., Model]
+
+    def options(self) -> dict[str, object]:
+        """The keyword options of the recipe with their defaults (``dim`` excluded)."""
+        params = inspect.signature(self.build).parameters
+        return {k: p.default for k, p in params.items() if k != "dim"}
+
+
+_REGISTRY: dict[str, Recipe] = {}
+
+
+def register(name: str, summary: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+    """Register ``build(dim, **options) -> Model`` under ``name``."""
+
+    def decorator(build: Callable[..., Model]) -> Callable[..., Model]:
+        if name in _REGISTRY:
+            raise ValueError(f"a model named {name!r} is already registered")
+        _REGISTRY[name] = Recipe(name, summary, build)
+        return build
+
+    return decorator
+
+
+def available() -> list[str]:
+    """Names of the registered models, in the order the methods were published."""
+    return list(_REGISTRY)
+
+
+def recipe(name: str) -> Recipe:
+    """The :class:`Recipe` registered under ``name``; ``ValueError`` naming the valid ones."""
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown model {name!r}; available models: {', '.join(_REGISTRY)}")
+    return _REGISTRY[name]
+
+
+def create(name: str, dim: int, **options: object) -> Model:
+    """Build the model ``name`` for ``dim``-dimensional data.
+
+    Args:
+        name: one of :func:`available`.
+        dim: ``D``, the number of features of one sample.
+        **options: the recipe's keyword options (see ``recipe(name).options()``), e.g.
+            ``layers``, ``hidden``, ``bins``, ``bound``, ``context_dim``.
+
+    Raises:
+        ValueError: unknown name, or a bad value for ``dim`` or an option.
+        TypeError: an option the recipe does not have, or a value of the wrong type.
+
+    Example:
+        >>> import flowforge as ff
+        >>> model = ff.models.create("nsf", dim=2, layers=3, hidden=(64, 64))
+        >>> model.sample(4).shape
+        torch.Size([4, 2])
+    """
+    r = recipe(name)
+    if isinstance(dim, bool) or not isinstance(dim, int):
+        raise TypeError(f"dim must be a positive int, got {type(dim).__name__}")
+    if dim < 1:
+        raise ValueError(f"dim must be a positive int, got {dim}")
+    valid = r.options()
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise TypeError(
+            f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
+            f"its options are: {', '.join(valid)}"
+        )
+    return r.build(dim, **options)
