@@ -5,9 +5,21 @@ with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and 
 (``encode``).
 """
 
-from . import data, distributions, models, nets, transforms
-from .distributions import Flow, Model
-
 __version__ = "0.1.0"
 
-__all__ = ["Flow", "Model", "__version__", "data", "distributions", "models", "nets", "transforms"]
+from . import data, distributions, metrics, models, nets, train, transforms, viz
+from .distributions import Flow, Model
+
+__all__ = [
+    "Flow",
+    "Model",
+    "__version__",
+    "data",
+    "distributions",
+    "metrics",
+    "models",
+    "nets",
+    "train",
+    "transforms",
+    "viz",
+]

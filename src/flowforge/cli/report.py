@@ -1,0 +1,214 @@
+"""Evaluation of trained runs and the side-by-side ``compare`` report."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from .. import data, metrics, viz
+from ..distributions.model import Model
+from ..train import RunSpec, TrainConfig, load, start
+from ..train.checkpoint import write_atomic, write_json_atomic
+
+
+def _dataset(config: dict, source: str | None) -> data.Dataset:
+    if source is None:
+        return data.load(config["data"]["source"], **config["data"].get("options", {}))
+    return data.load(source)
+
+
+def evaluate_model(
+    model: Model,
+    config: dict,
+    source: str | None = None,
+    split: str = "test",
+    n_samples: int = 5000,
+    seed: int = 0,
+) -> dict:
+    """Test NLL (nats and bits/dim), the entropy floor when known, sample distances and timings.
+
+    Args:
+        model: a trained model (in the data's own units).
+        config: its run config (names the training data).
+        source: another dataset to evaluate on (default: the run's own).
+        split: ``"test"`` or ``"val"``.
+        n_samples: samples drawn for the distances and the sampling time.
+        seed: seed of the sampling.
+    """
+    dataset = _dataset(config, source)
+    x = getattr(dataset, split)
+    if tuple(x.shape[1:]) != tuple(model.event_shape):
+        raise ValueError(
+            f"dataset {dataset.name} has samples of shape {tuple(x.shape[1:])}, but the model "
+            f"was trained on shape {tuple(model.event_shape)}"
+        )
+    dim = math.prod(model.event_shape)
+    start_t = time.perf_counter()
+    result = metrics.nll(model, x)
+    log_prob_s = time.perf_counter() - start_t
+    torch.manual_seed(seed)
+    start_t = time.perf_counter()
+    with torch.no_grad():
+        samples = model.sample(n_samples)
+    sample_s = time.perf_counter() - start_t
+    finite = torch.isfinite(samples.reshape(n_samples, -1)).all(dim=1)
+    distances = (
+        metrics.sample_distances(samples[finite].reshape(-1, dim), x.reshape(x.shape[0], -1))
+        if finite.sum() >= 2
+        else {}
+    )
+    return {
+        "model": config["model"]["name"],
+        "data": dataset.name,
+        "split": split,
+        "n": result.n,
+        "nll_nats": result.mean,
+        "nll_stderr": result.stderr,
+        "bits_per_dim": metrics.bits_per_dim(result.mean, dim, levels=dataset.levels),
+        "entropy_nats": dataset.entropy,
+        "log_prob_seconds": log_prob_s,
+        "sample_seconds": sample_s,
+        "n_samples": n_samples,
+        "non_finite_samples": int((~finite).sum()),
+        "distances": distances,
+    }
+
+
+def compare(
+    names: list[str],
+    source: str,
+    data_options: dict,
+    train_config: TrainConfig,
+    out: Path,
+    standardize: bool = True,
+    n_samples: int = 5000,
+) -> Path:
+    """Train every model in ``names`` on the same data and budget; write the report to ``out``.
+
+    Writes ``out/runs/NAME`` (each a normal run directory), ``out/results.json``,
+    ``out/samples.png`` (samples per model beside the data), ``out/curves.png`` (training curves)
+    and ``out/report.md``. Returns the path of ``report.md``.
+    """
+    out = Path(out)
+    clashes = [n for n in names if (out / "runs" / n).exists()]
+    if clashes:
+        raise FileExistsError(
+            f"{out} already holds runs for {', '.join(clashes)}; choose another --out"
+        )
+    rows, samples = [], {}
+    dataset = data.load(source, **data_options)
+    for i, name in enumerate(names, 1):
+        print(
+            f"[{i}/{len(names)}] training {name} on {dataset.name} ({train_config.steps} steps)",
+            flush=True,
+        )
+        spec = RunSpec(name, source, {}, data_options, standardize, train_config)
+        run_dir = out / "runs" / name
+        trained = start(spec, run_dir)
+        model, config = load(run_dir)
+        row = evaluate_model(model, config, n_samples=n_samples)
+        row["train_seconds"] = trained.seconds
+        rows.append(row)
+        torch.manual_seed(0)
+        with torch.no_grad():
+            samples[name] = model.sample(min(n_samples, 5000))
+    write_json_atomic(
+        out / "results.json",
+        {
+            "data": dataset.name,
+            "steps": train_config.steps,
+            "batch_size": train_config.batch_size,
+            "results": rows,
+        },
+    )
+    viz.save_figure(viz.plot_comparison(samples, dataset.test), out / "samples.png")
+    curves = [
+        {**r, "model": n} for n in names for r in _records(out / "runs" / n / "metrics.jsonl")
+    ]
+    figures = ["samples.png"]
+    if curves:
+        viz.save_figure(_curves_figure(names, out), out / "curves.png")
+        figures.append("curves.png")
+    report = out / "report.md"
+    write_atomic(report, _markdown(dataset, train_config, rows, figures).encode())
+    return report
+
+
+def _records(path: Path) -> list[dict]:
+    import json
+
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _curves_figure(names: list[str], out: Path):
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(10, 4), layout="constrained")
+    ax_loss, ax_val = fig.subplots(1, 2)
+    for name in names:
+        recs = _records(out / "runs" / name / "metrics.jsonl")
+        loss = [(r["step"], r["loss"]) for r in recs if "loss" in r]
+        val = [(r["step"], r["val_nll"]) for r in recs if "val_nll" in r]
+        if loss:
+            ax_loss.plot(*zip(*loss, strict=True), label=name)
+        if val:
+            ax_val.plot(*zip(*val, strict=True), marker="o", label=name)
+    ax_loss.set(title="training loss (standardised units)", xlabel="step", ylabel="loss")
+    ax_val.set(title="validation NLL (data units)", xlabel="step", ylabel="nats")
+    for ax in (ax_loss, ax_val):
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return fig
+
+
+def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures) -> str:
+    has_bpd = dataset.levels is not None
+    lines = [
+        f"# flowforge compare: {dataset.name}",
+        "",
+        f"Every model trained for {cfg.steps} steps of batch {cfg.batch_size} (AdamW, lr "
+        f"{cfg.lr:g}, warm-up + cosine, EMA {cfg.ema_decay:g}, seed {cfg.seed}), on the same "
+        f"{dataset.train.shape[0]} training points; test NLL on {rows[0]['n']} held-out points.",
+        "",
+    ]
+    if dataset.entropy is not None:
+        floor = f"{dataset.entropy:.3f}"
+        if dataset.entropy_stderr:
+            floor += f" ± {dataset.entropy_stderr:.3f} (Monte Carlo)"
+        lines += [f"Entropy of the data, the floor no model can beat: **{floor} nats**.", ""]
+    header = "| model | test NLL (nats) |"
+    rule = "|---|---|"
+    if has_bpd:
+        header += " bits/dim |"
+        rule += "---|"
+    header += " energy dist. | MMD² | train time (s) | sampling (s) | log-density (s) |"
+    rule += "---|---|---|---|---|"
+    lines += [header, rule]
+    best = min(r["nll_nats"] for r in rows)
+    for r in rows:
+        nll = f"{r['nll_nats']:.3f} ± {r['nll_stderr']:.3f}"
+        if r["nll_nats"] == best:
+            nll = f"**{nll}**"
+        line = f"| {r['model']} | {nll} |"
+        if has_bpd:
+            line += f" {r['bits_per_dim']:.3f} |"
+        d = r["distances"]
+        line += (
+            f" {d.get('energy_distance', float('nan')):.4f} | {d.get('mmd', float('nan')):.4f} |"
+            f" {r['train_seconds']:.1f} | {r['sample_seconds']:.3f} | {r['log_prob_seconds']:.3f} |"
+        )
+        lines.append(line)
+    lines += [
+        "",
+        f"Sampling: {rows[0]['n_samples']} samples; log-density: the whole test split. "
+        "Distances compare samples with the test split (lower is better).",
+        "",
+    ]
+    for fig in figures:
+        lines += [f"![{fig}]({fig})", ""]
+    return "\n".join(lines)

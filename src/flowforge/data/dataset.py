@@ -1,0 +1,262 @@
+"""A dataset as the trainer sees it, and :func:`load`: a built-in name or a file, one call."""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor
+
+from .files import SUFFIXES, load_array, split_array
+from .toy import TOY_DENSITIES
+
+SPLITS = ("train", "val", "test")
+"""Names of the three splits, the keys of :attr:`Dataset.labels`."""
+
+TOY_SIZES = (100_000, 10_000, 20_000)
+"""Default numbers of train / validation / test samples drawn from a 2-D toy density."""
+
+FILE_FRACTIONS = (0.8, 0.1, 0.1)
+"""Train / validation / test fractions of the rows of a user's file."""
+
+
+@dataclass(frozen=True, eq=False)
+class Dataset:
+    """Train, validation and test data of one source, with what is known about its density.
+
+    Data are in the user's units; a model is fit to standardised data through
+    :class:`~flowforge.data.Standardize`, which maps its samples back.
+
+    Attributes:
+        name: the built-in name, or the file's path.
+        train: ``(N_train, *event_shape)`` float32.
+        val: ``(N_val, *event_shape)`` float32.
+        test: ``(N_test, *event_shape)`` float32.
+        event_shape: shape of one sample, ``(D,)`` or ``(C, H, W)``.
+        labels: class labels per split, ``{"train": (N_train,), ...}`` int64, or ``None``.
+        log_prob: the exact log-density in data units, ``(B, *event_shape) -> (B,)``, or
+            ``None`` where none is known.
+        entropy: the entropy of the data distribution in nats, the floor of any model's test
+            NLL, or ``None``.
+        entropy_stderr: the standard error of ``entropy`` (0 for a closed form), or ``None``.
+        levels: number of discrete levels the data were dequantised from (17 for the digits,
+            each pixel ``floor(levels * x)``), for the bits/dim correction
+            ``D log(levels)``; ``None`` for continuous data.
+        description: one line for people.
+    """
+
+    name: str
+    train: Tensor
+    val: Tensor
+    test: Tensor
+    event_shape: tuple[int, ...]
+    labels: dict[str, Tensor] | None = None
+    log_prob: Callable[[Tensor], Tensor] | None = None
+    entropy: float | None = None
+    entropy_stderr: float | None = None
+    levels: int | None = None
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        # Others build Datasets too: catch inconsistent pieces here, not deep in training.
+        shape = tuple(self.event_shape)
+        object.__setattr__(self, "event_shape", shape)
+        for split in SPLITS:
+            x = getattr(self, split)
+            if not isinstance(x, Tensor):
+                raise TypeError(f"{split} must be a torch.Tensor, got {type(x).__name__}")
+            if tuple(x.shape[1:]) != shape or x.shape[0] < 1:
+                raise ValueError(
+                    f"{split} must have shape (N, {', '.join(map(str, shape))}) with N >= 1 "
+                    f"for event_shape {shape}, got {tuple(x.shape)}"
+                )
+        if self.labels is not None:
+            unknown = set(self.labels) - set(SPLITS)
+            if unknown:
+                raise ValueError(f"labels keys must be among {SPLITS}, got {sorted(unknown)}")
+            for split, y in self.labels.items():
+                n = getattr(self, split).shape[0]
+                if not isinstance(y, Tensor) or tuple(y.shape) != (n,):
+                    got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
+                    raise ValueError(f"labels[{split!r}] must have shape ({n},), got {got}")
+
+    @property
+    def dim(self) -> int:
+        """``D``, the number of values of one sample (64 for the digits, flat or as images)."""
+        return math.prod(self.event_shape)
+
+    @property
+    def sizes(self) -> tuple[int, int, int]:
+        """Numbers of train, validation and test samples."""
+        return (len(self.train), len(self.val), len(self.test))
+
+
+def available() -> list[str]:
+    """Names of the built-in datasets: the 2-D toy densities, then ``digits``."""
+    return [*TOY_DENSITIES, "digits"]
+
+
+def describe(name: str) -> str:
+    """One line describing the built-in dataset ``name`` (for ``flowforge datasets``)."""
+    if name in TOY_DENSITIES:
+        return "2-D: " + TOY_DENSITIES[name].summary
+    if name == "digits":
+        from .digits import DIGITS_SUMMARY  # here: digits.py imports this module
+
+        return DIGITS_SUMMARY
+    raise ValueError(_unknown(name))
+
+
+def load(
+    source: str | os.PathLike,
+    *,
+    seed: int = 0,
+    image: bool = False,
+    n_train: int | None = None,
+    n_val: int | None = None,
+    n_test: int | None = None,
+    key: str | None = None,
+) -> Dataset:
+    """Load a built-in dataset by name, or the user's ``.npy`` / ``.npz`` / ``.csv`` file.
+
+    - **2-D toy densities** (``checkerboard``, ``8gaussians``, ...): ``n_train``, ``n_val``
+      and ``n_test`` samples (default 100 000 / 10 000 / 20 000) drawn from the sampler with
+      generator seeds ``3 * seed``, ``3 * seed + 1`` and ``3 * seed + 2``: distinct for every
+      split and every ``seed``. ``checkerboard`` and ``8gaussians`` carry their exact
+      ``log_prob`` and entropy.
+    - **digits**: :func:`~flowforge.data.load_digits_dataset`, the fixed 1000/350/447 split;
+      ``seed`` chooses the dequantisation noise, ``image=True`` gives ``(N, 1, 8, 8)``.
+    - **a file**: :func:`~flowforge.data.load_array`, rows shuffled with ``seed`` and split
+      80/10/10 % by :func:`~flowforge.data.split_array`. ``(N, C, H, W)`` arrays are flattened
+      to ``(N, C*H*W)`` unless ``image=True``.
+
+    A name of the built-ins takes precedence over a file of the same name.
+
+    Args:
+        source: a name from :func:`available`, or a path ending in ``.npy``, ``.npz``, ``.csv``.
+        seed: seed of the draw (toy), the dequantisation (digits) or the shuffle (file).
+        image: keep images as ``(N, C, H, W)``; only for ``digits`` and 4-D array files.
+        n_train: toy densities only: number of training samples.
+        n_val: toy densities only: number of validation samples.
+        n_test: toy densities only: number of test samples.
+        key: ``.npz`` files only: the name of the array to load, when the file holds several.
+
+    Returns:
+        The :class:`Dataset`.
+
+    Raises:
+        FileNotFoundError: ``source`` names a ``.npy``/``.npz``/``.csv`` file that does not exist.
+        ValueError: an unknown name (the message lists the built-ins), a bad file (see
+            :func:`~flowforge.data.load_array`), an option that does not apply to ``source``.
+        TypeError: an argument of the wrong type.
+
+    Example:
+        >>> import flowforge as ff
+        >>> ds = ff.data.load("checkerboard", n_train=1000, n_val=100, n_test=100)
+        >>> ds.train.shape, round(ds.entropy, 3)
+        (torch.Size([1000, 2]), 3.466)
+    """
+    if not isinstance(source, (str, os.PathLike)):
+        raise TypeError(
+            f"source must be a dataset name or a path (str), got {type(source).__name__}"
+        )
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    if not isinstance(image, bool):
+        raise TypeError(f"image must be a bool, got {type(image).__name__}")
+    sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
+    given = [k for k, v in sizes.items() if v is not None]
+    name = os.fspath(source)
+
+    if name in TOY_DENSITIES:
+        _only(name, image=image, key=key)
+        counts = [
+            _count(d if v is None else v, option)
+            for (option, v), d in zip(sizes.items(), TOY_SIZES, strict=True)
+        ]
+        return _load_toy(name, seed, counts)
+    is_file = Path(name).suffix.lower() in SUFFIXES
+    if name != "digits" and not is_file:
+        if Path(name).is_file():
+            load_array(name)  # raises the error that names the unsupported suffix
+        raise ValueError(_unknown(name))
+    if given:
+        fixed = "its fixed 1000/350/447 split" if name == "digits" else "80/10/10 % of its rows"
+        raise ValueError(
+            f"{', '.join(given)}: sizes apply to the 2-D toy datasets only; {name!r} uses {fixed}"
+        )
+    if name == "digits":
+        from .digits import load_digits_dataset  # here: digits.py imports this module
+
+        _only(name, key=key)
+        return load_digits_dataset(image=image, seed=seed)
+    return _load_file(Path(name), seed, image, key)
+
+
+def _only(name: str, **options: object) -> None:
+    """Refuse options that have no meaning for the built-in ``name``."""
+    for option, value in options.items():
+        if value not in (None, False):
+            raise ValueError(f"{option}={value!r} does not apply to the built-in dataset {name!r}")
+
+
+def _unknown(name: str) -> str:
+    close = difflib.get_close_matches(name, available(), n=1)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return (
+        f"unknown dataset {name!r}: {hint}built-in datasets are {', '.join(available())}; "
+        f"a file path must end with {', '.join(SUFFIXES)}"
+    )
+
+
+def _count(value: object, option: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{option} must be a positive int, got {type(value).__name__}")
+    if value < 1:
+        raise ValueError(f"{option} must be a positive int, got {value}")
+    return value
+
+
+def _load_toy(name: str, seed: int, counts: list[int]) -> Dataset:
+    toy = TOY_DENSITIES[name]
+    # Seeds 3s, 3s+1, 3s+2: the splits of one seed never share a draw, nor do two seeds.
+    train, val, test = (toy.sample(n, seed=3 * seed + k) for k, n in enumerate(counts))
+    entropy = toy.entropy() if toy.entropy is not None else None
+    return Dataset(
+        name=name,
+        train=train,
+        val=val,
+        test=test,
+        event_shape=(2,),
+        log_prob=toy.log_prob,
+        entropy=entropy.nats if entropy is not None else None,
+        entropy_stderr=entropy.stderr if entropy is not None else None,
+        description="2-D: " + toy.summary,
+    )
+
+
+def _load_file(path: Path, seed: int, image: bool, key: str | None) -> Dataset:
+    if key is not None and path.suffix.lower() != ".npz":
+        raise ValueError(f"key={key!r} selects an array of an .npz file, but {path} is not one")
+    x = load_array(path, name=key)
+    if image and x.ndim != 4:
+        raise ValueError(
+            f"image=True needs (N, C, H, W) images, but {path} holds rows of shape {tuple(x.shape)}"
+        )
+    if not image and x.ndim == 4:
+        x = x.reshape(len(x), -1)
+    train, val, test = split_array(x, FILE_FRACTIONS, seed=seed)
+    return Dataset(
+        name=str(path),
+        train=train,
+        val=val,
+        test=test,
+        event_shape=tuple(x.shape[1:]),
+        description=f"{len(x)} samples of shape {tuple(x.shape[1:])} from {path}",
+    )

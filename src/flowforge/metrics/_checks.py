@@ -1,0 +1,103 @@
+"""Validation shared by the metrics: sample sets, counts and the numbers that configure them."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import torch
+from torch import Tensor
+
+
+def check_samples(x: object, name: str, min_samples: int) -> Tensor:
+    """Check that ``x`` is a finite floating-point ``(N, *)`` tensor; return it as ``(N, D)``.
+
+    A sample of images ``(N, C, H, W)`` is flattened to ``(N, C * H * W)``: the distances treat
+    every element as one coordinate.
+
+    Raises:
+        TypeError: ``x`` is not a tensor, or not floating point.
+        ValueError: fewer than two dimensions, fewer than ``min_samples`` rows, no features, or
+            NaN / infinite values.
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor of shape (N, D), got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be a floating-point tensor, got {x.dtype}; convert it with {name}.float()"
+        )
+    if x.ndim < 2:
+        raise ValueError(
+            f"{name} must have shape (N, D) or (N, *event_shape), got {tuple(x.shape)}; "
+            f"reshape a set of N scalars to (N, 1)"
+        )
+    if x.shape[0] < min_samples:
+        raise ValueError(
+            f"{name} must hold at least {min_samples} sample{'s' if min_samples > 1 else ''}, "
+            f"got {x.shape[0]} "
+            f"(shape {tuple(x.shape)})"
+        )
+    flat = x.reshape(x.shape[0], -1)
+    if flat.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one feature, got shape {tuple(x.shape)}")
+    finite = torch.isfinite(flat).all(dim=1)
+    if not bool(finite.all()):
+        bad = (~finite).nonzero().squeeze(1)
+        first = ", ".join(str(i) for i in bad[:5].tolist())
+        raise ValueError(
+            f"{name} has NaN or infinite values in {bad.numel()} of {x.shape[0]} rows "
+            f"(first: {first})"
+        )
+    return flat
+
+
+def check_pair(
+    x: object, y: object, min_samples: int, names: tuple[str, str] = ("x", "y")
+) -> tuple[Tensor, Tensor]:
+    """Check two sample sets ``(N, *)`` and ``(M, *)`` of one dimension, dtype and device.
+
+    Returns:
+        ``x`` as ``(N, D)`` and ``y`` as ``(M, D)``.
+    """
+    a, b = names
+    xf = check_samples(x, a, min_samples)
+    yf = check_samples(y, b, min_samples)
+    if xf.shape[1] != yf.shape[1]:
+        raise ValueError(
+            f"{a} and {b} must have the same number of features per sample, got "
+            f"{a}: {tuple(x.shape)} ({xf.shape[1]} features) and "
+            f"{b}: {tuple(y.shape)} ({yf.shape[1]} features)"
+        )
+    if xf.dtype != yf.dtype:
+        raise TypeError(
+            f"{a} and {b} must have the same dtype, got {a}: {xf.dtype} and {b}: {yf.dtype}; "
+            f"convert one with .to(dtype)"
+        )
+    if xf.device != yf.device:
+        raise ValueError(
+            f"{a} and {b} must be on the same device, got {a}: {xf.device} and "
+            f"{b}: {yf.device}; move one with .to(device)"
+        )
+    return xf, yf
+
+
+def check_int(value: object, name: str, minimum: int) -> int:
+    """Check that ``value`` is an integer (Python or NumPy, not bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
+    value = int(value)
+    if value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
+    return value
+
+
+def check_real(value: object, name: str) -> float:
+    """Check that ``value`` is a finite real number (Python, NumPy, or a one-element tensor)."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be finite, got {value}")
+    return value

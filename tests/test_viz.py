@@ -1,0 +1,451 @@
+"""Plots: every function draws a non-blank figure, writes it atomically, and leaves pyplot alone."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import matplotlib
+import matplotlib.image
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from matplotlib.figure import Figure
+
+from flowforge.data import checkerboard, checkerboard_log_prob
+from flowforge.viz import (
+    plot_comparison,
+    plot_density,
+    plot_images,
+    plot_samples,
+    plot_training_curves,
+    save_figure,
+)
+from flowforge.viz.density import CHUNK
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+def points(n: int = 400, d: int = 2, seed: int = 0) -> torch.Tensor:
+    return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
+
+
+def records() -> list[dict]:
+    out = [{"step": s, "loss": 4.0 - s / 1000, "lr": 1e-3} for s in range(0, 500, 10)]
+    return out + [{"step": s, "val_nll": 4.1 - s / 1000} for s in range(0, 501, 100)]
+
+
+# One builder per public plot and per kind of input: every check below runs on all of them.
+BUILDERS = {
+    "samples-2d": lambda: plot_samples(points(), points(seed=1), title="2-D"),
+    "samples-2d-alone": lambda: plot_samples(points().numpy()),
+    "samples-5d": lambda: plot_samples(points(d=5), points(d=5, seed=1)),
+    "samples-1d": lambda: plot_samples(points(d=1), points(d=1, seed=1)),
+    "samples-images": lambda: plot_samples(torch.rand(20, 1, 8, 8), torch.rand(30, 1, 8, 8)),
+    "density": lambda: plot_density(checkerboard_log_prob, resolution=40, data=checkerboard(500)),
+    "density-log": lambda: plot_density(lambda x: -0.5 * (x**2).sum(1), resolution=40, log=True),
+    "images-grey": lambda: plot_images(torch.rand(10, 64), image_shape=(1, 8, 8), title="grey"),
+    "images-rgb": lambda: plot_images(np.random.default_rng(0).random((6, 3, 8, 8))),
+    "curves": lambda: plot_training_curves(records(), title="run"),
+    "comparison-2d": lambda: plot_comparison({"a": points(), "b": points(seed=2)}, points(seed=1)),
+    "comparison-5d": lambda: plot_comparison({"a": points(d=5), "b": points(d=5, seed=2)}),
+    "comparison-images": lambda: plot_comparison(
+        {"a": torch.rand(5, 3, 6, 6)}, torch.rand(5, 3, 6, 6)
+    ),
+}
+
+
+def assert_png_not_blank(path) -> None:
+    data = path.read_bytes()
+    assert data[:8] == PNG_MAGIC
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 50 and image.shape[1] > 50
+    assert image[..., :3].var() > 1e-4  # something beyond the white background was drawn
+
+
+@pytest.mark.parametrize("name", BUILDERS)
+def test_every_plot_writes_a_non_blank_png(name, tmp_path):
+    fig = BUILDERS[name]()
+    assert isinstance(fig, Figure)
+    path = save_figure(fig, tmp_path / f"{name}.png", dpi=60)  # low resolution: fast
+    assert path == tmp_path / f"{name}.png"
+    assert_png_not_blank(path)
+
+
+def test_plots_leave_pyplot_alone():
+    backend = matplotlib.get_backend()
+    for build in BUILDERS.values():
+        build()
+    assert plt.get_fignums() == []
+    assert matplotlib.get_backend() == backend
+
+
+def test_importing_and_plotting_never_imports_pyplot(tmp_path):
+    # pyplot picks a backend and keeps a registry of figures: a library must not set that up.
+    code = (
+        "import sys, torch; from flowforge import viz; "
+        "viz.save_figure(viz.plot_samples(torch.randn(50, 2)), sys.argv[1]); "
+        "assert 'matplotlib.pyplot' not in sys.modules, 'pyplot was imported'"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "a.png")], capture_output=True, text=True
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "a.png").read_bytes()[:8] == PNG_MAGIC
+
+
+# -- save_figure -------------------------------------------------------------------------------
+
+
+def test_save_figure_formats_from_the_suffix(tmp_path):
+    fig = plot_samples(points())
+    assert save_figure(fig, tmp_path / "a.pdf").read_bytes()[:5] == b"%PDF-"
+    assert b"<svg" in save_figure(fig, tmp_path / "a.SVG").read_bytes()[:1000]
+
+
+@pytest.mark.parametrize("suffix", [".png", ".pdf", ".svg"])
+def test_save_figure_is_reproducible(suffix, tmp_path):
+    # No time stamps or random ids: the same plot gives the same bytes, run after run.
+    a = save_figure(plot_samples(points(50)), tmp_path / f"a{suffix}").read_bytes()
+    b = save_figure(plot_samples(points(50)), tmp_path / f"b{suffix}").read_bytes()
+    assert a == b
+    assert matplotlib.rcParams["svg.hashsalt"] is None
+
+
+def test_save_figure_replaces_atomically_and_leaves_no_temporary_file(tmp_path):
+    target = tmp_path / "deep" / "er" / "fig.png"  # missing parents are created
+    save_figure(plot_samples(points()), target)
+    small = target.read_bytes()
+    save_figure(plot_samples(points(5000)), str(target), dpi=60)
+    assert target.read_bytes() != small
+    assert_png_not_blank(target)
+    assert os.listdir(target.parent) == ["fig.png"]
+
+
+def test_save_figure_keeps_the_old_file_when_writing_fails(tmp_path, monkeypatch):
+    target = tmp_path / "fig.png"
+    target.write_bytes(b"old")
+    fig = plot_samples(points())
+
+    def fail(*args, **kwargs):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(fig, "savefig", fail)
+    with pytest.raises(RuntimeError, match="disk full"):
+        save_figure(fig, target)
+    assert target.read_bytes() == b"old"
+    assert os.listdir(tmp_path) == ["fig.png"]
+
+
+def test_save_figure_errors(tmp_path):
+    fig = plot_samples(points())
+    with pytest.raises(ValueError, match=r"\.png, \.pdf or \.svg.*fig\.jpg"):
+        save_figure(fig, tmp_path / "fig.jpg")
+    with pytest.raises(ValueError, match="dpi"):
+        save_figure(fig, tmp_path / "fig.png", dpi=0)
+    with pytest.raises(TypeError, match=r"fig must be a matplotlib\.figure\.Figure"):
+        save_figure("not a figure", tmp_path / "fig.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+# -- plot_samples ------------------------------------------------------------------------------
+
+
+def test_samples_2d_panels_share_limits_and_aspect():
+    fig = plot_samples(points(), points(seed=1) * 2, bounds=np.array([-3, 3, -2, 2]))
+    assert [ax.get_title() for ax in fig.axes] == ["samples", "data"]
+    for ax in fig.axes:
+        assert ax.get_xlim() == (-3, 3) and ax.get_ylim() == (-2, 2)
+        assert ax.get_aspect() == 1.0
+    # One colour scale, the data's, so the colours of the two panels mean the same.
+    (a,), (b,) = fig.axes[0].images, fig.axes[1].images
+    assert a.get_clim() == b.get_clim() and b.get_clim()[1] == pytest.approx(b.get_array().max())
+
+
+def test_samples_default_bounds_follow_the_data():
+    data = checkerboard(2000)
+    fig = plot_samples(data * 10, data)
+    x0, x1 = fig.axes[0].get_xlim()
+    assert -4.6 < x0 < -4 and 4 < x1 < 4.6
+
+
+def test_samples_high_dimensional_draws_scatter_and_marginals():
+    fig = plot_samples(points(d=10), points(d=10, seed=1))
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:2] == ["samples", "data"]
+    assert titles[2:] == [f"$x_{{{j}}}$" for j in range(1, 9)]  # at most 8 marginals
+    assert "first 8 of 10" in fig.subfigs[1].get_supxlabel()
+
+
+def test_samples_images_flat_and_shaped():
+    fig = plot_samples(torch.rand(100, 64), torch.rand(100, 64), image_shape=(1, 8, 8))
+    grid = fig.axes[0].images[0].get_array()
+    assert grid.shape == (8 * 9 + 1, 8 * 9 + 1)  # the first 64 images, 8 × 8 with 1-pixel gaps
+    assert not fig.axes[0].axison
+
+
+def test_samples_drop_non_finite_rows_and_say_so():
+    x = points(100)
+    x[:3, 0] = float("nan")
+    x[3, 1] = float("inf")
+    fig = plot_samples(x, points())
+    assert "4 of 100 rows NaN/inf, dropped" in fig.axes[0].get_title()
+    assert fig.axes[1].get_title() == "data"
+    # A model that diverged completely still gets a figure.
+    fig = plot_samples(torch.full((10, 2), float("nan")), points())
+    assert "10 of 10 rows" in fig.axes[0].get_title()
+    fig = plot_samples(torch.full((10, 1), float("nan")))
+    assert "10 of 10 rows" in fig.axes[0].get_title()
+
+
+def test_samples_subsampling_is_reproducible_and_leaves_torch_rng_alone():
+    x = points(3000, d=3)
+    state = torch.random.get_rng_state()
+    a = plot_samples(x, max_points=500).axes[0].collections[0].get_offsets()
+    b = plot_samples(x, max_points=500).axes[0].collections[0].get_offsets()
+    assert torch.equal(state, torch.random.get_rng_state())
+    assert a.shape == (500, 2)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_samples_accept_gradients_and_other_dtypes():
+    x = points().requires_grad_()
+    plot_samples(x * 2, x.detach().to(torch.bfloat16))
+    plot_samples(np.arange(20, dtype=np.int64).reshape(10, 2))
+
+
+@pytest.mark.parametrize(
+    ("samples", "data", "kwargs", "error", "match"),
+    [
+        (torch.randn(5), None, {}, ValueError, r"samples must have shape .*got \(5,\)"),
+        (torch.randn(5, 8, 8), None, {}, ValueError, r"samples\[:, None\]"),
+        (torch.randn(0, 2), None, {}, ValueError, r"at least one .*\(0, 2\)"),
+        (torch.randn(5, 2), torch.randn(5, 3), {}, ValueError, r"samples and data .*\(N, 3\)"),
+        (torch.randn(5, 2), torch.rand(5, 1, 2, 2), {}, ValueError, "same kind"),
+        (torch.randn(5, 2, 4, 4), None, {}, ValueError, r"1 \(grey\) or 3 \(RGB\)"),
+        (torch.randn(5, 10), None, {"image_shape": (1, 3, 3)}, ValueError, "holds 9 values"),
+        (torch.randn(5, 9), None, {"image_shape": (2, 3, 3)}, ValueError, "C = 1"),
+        (torch.rand(5, 1, 3, 3), None, {"image_shape": (1, 9, 1)}, ValueError, "only for flat"),
+        (torch.randn(5, 2), None, {"bounds": (1, 0, 0, 1)}, ValueError, "xmin < xmax"),
+        (torch.randn(5, 2), None, {"bounds": (0, 1)}, ValueError, r"bounds must be \(xmin"),
+        (torch.randn(5, 2), None, {"bounds": "abcd"}, ValueError, "four numbers"),
+        (torch.randn(5, 2), None, {"max_points": 0}, ValueError, "max_points"),
+        ([[0.0, 1.0]], None, {}, TypeError, "samples must be a torch.Tensor or numpy.ndarray"),
+        (torch.ones(5, 2, dtype=torch.bool), None, {}, TypeError, "real numbers"),
+    ],
+)
+def test_samples_errors(samples, data, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot_samples(samples, data, **kwargs)
+
+
+# -- plot_density ------------------------------------------------------------------------------
+
+
+def test_density_grid_orientation_and_values():
+    # log p = x1 + 2 x2 (unnormalised): the image must grow to the right (x) and upwards (y).
+    fig = plot_density(lambda x: x[:, 0] + 2 * x[:, 1], bounds=(0, 1, 0, 1), resolution=10)
+    image = fig.axes[0].images[0]
+    values = image.get_array()
+    assert values.shape == (10, 10)
+    assert image.origin == "lower" and list(image.get_extent()) == [0, 1, 0, 1]
+    assert values[0, 0] == pytest.approx(math.exp(0.05 + 2 * 0.05))  # the first cell's centre
+    assert np.all(np.diff(values, axis=1) > 0) and np.all(np.diff(values, axis=0) > 0)
+    assert fig.axes[0].get_aspect() == 1.0
+
+
+def test_density_handles_minus_infinity_and_shares_the_scale_with_data():
+    fig = plot_density(checkerboard_log_prob, resolution=8, data=checkerboard(1000))
+    values = fig.axes[0].images[0].get_array()
+    # Cells of side 1 over [-4, 4]: the bottom-left cell (square [-4, -2]²) is on the support.
+    assert values[0, 0] == pytest.approx(1 / 32) and values[0, 2] == 0
+    assert values.mask.sum() == 0  # -inf is a density of 0, not a missing value
+    assert fig.axes[0].images[0].get_clim() == fig.axes[1].images[0].get_clim()
+    assert fig.axes[0].get_title() == "model density" and fig.axes[1].get_title() == "data"
+    log = plot_density(checkerboard_log_prob, resolution=8, log=True).axes[0].images[0]
+    lo, hi = log.get_clim()
+    assert hi == pytest.approx(-math.log(32)) and log.get_array().min() == lo
+
+
+def test_density_evaluates_in_chunks_without_grad():
+    calls = []
+
+    def log_prob(x):
+        assert not torch.is_grad_enabled()
+        assert x.dtype == torch.float64 and x.shape[1] == 2
+        calls.append(x.shape[0])
+        return -(x**2).sum(1)
+
+    plot_density(log_prob, resolution=150, dtype=torch.float64)
+    assert sum(calls) == 150 * 150 and max(calls) <= CHUNK and len(calls) > 1
+
+
+def test_density_marks_nan_values():
+    fig = plot_density(lambda x: torch.where(x[:, 0] > 0, float("nan"), 0.0), resolution=10)
+    assert "50 of 100 grid points NaN/+inf" in fig.axes[0].get_title()
+    assert fig.axes[0].images[0].get_array().mask.sum() == 50
+    # A density that is zero everywhere still plots.
+    fig = plot_density(lambda x: torch.full((x.shape[0],), -math.inf), resolution=4)
+    assert "-inf everywhere" in fig.axes[0].get_title()
+
+
+def test_density_errors():
+    with pytest.raises(TypeError, match="log_prob_fn must be callable"):
+        plot_density("model")
+    with pytest.raises(ValueError, match=r"must return shape \(100,\).*got \(100, 1\)"):
+        plot_density(lambda x: x[:, :1], resolution=10)
+    with pytest.raises(TypeError, match="must return a tensor"):
+        plot_density(lambda x: [0.0] * len(x), resolution=10)
+    with pytest.raises(ValueError, match=r"data must have shape \(N, 2\), got \(7, 3\)"):
+        plot_density(checkerboard_log_prob, data=torch.randn(7, 3))
+    with pytest.raises(ValueError, match="resolution"):
+        plot_density(checkerboard_log_prob, resolution=1)
+    with pytest.raises(ValueError, match="bounds"):
+        plot_density(checkerboard_log_prob, bounds=(0, 1, 0, math.inf))
+
+
+# -- plot_images -------------------------------------------------------------------------------
+
+
+def test_images_grid_layout_clipping_and_colour():
+    grey = plot_images(torch.linspace(-1, 2, 10 * 16).reshape(10, 1, 4, 4), nrow=5)
+    grid = grey.axes[0].images[0].get_array()
+    assert grid.shape == (2 * 5 + 1, 5 * 5 + 1)  # 2 rows of 5, 1-pixel gaps
+    assert grid.min() == 0 and grid.max() == 1  # clipped to [0, 1]
+    assert not grey.axes[0].axison
+    rgb = plot_images(torch.rand(4, 3, 4, 4)).axes[0].images[0].get_array()
+    assert rgb.shape == (2 * 5 + 1, 2 * 5 + 1, 3)
+    eight_bit = plot_images(np.full((1, 1, 2, 2), 51, dtype=np.uint8)).axes[0].images[0]
+    assert eight_bit.get_array()[1, 1] == pytest.approx(0.2)  # uint8 is read as 0..255
+
+
+def test_images_drop_non_finite():
+    x = torch.rand(6, 1, 4, 4)
+    x[2, 0, 1, 1] = float("nan")
+    fig = plot_images(x, title="model")
+    assert fig.get_suptitle() == "model\n1 of 6 images NaN/inf, left out"
+    plot_images(torch.full((2, 1, 4, 4), float("nan")))
+
+
+@pytest.mark.parametrize(
+    ("images", "kwargs", "match"),
+    [
+        (torch.rand(4, 64), {}, r"image_shape=\(C, H, W\)"),
+        (torch.rand(4, 8, 8), {}, r"images\[:, None\]"),
+        (torch.rand(4, 4, 8, 8), {}, r"1 \(grey\) or 3 \(RGB\).*\(4, 4, 8, 8\)"),
+        (torch.rand(4, 64), {"image_shape": (1, 8, 7)}, "holds 56 values"),
+        (torch.rand(4, 64), {"image_shape": (8, 8)}, r"image_shape must be \(C, H, W\)"),
+        (torch.rand(0, 1, 8, 8), {}, "at least one"),
+        (torch.rand(4, 1, 8, 8), {"nrow": 0}, "nrow"),
+    ],
+)
+def test_images_errors(images, kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        plot_images(images, **kwargs)
+
+
+# -- plot_training_curves ----------------------------------------------------------------------
+
+
+def test_curves_from_records_one_panel_per_key():
+    fig = plot_training_curves(records(), keys=("loss", "val_nll", "missing"))
+    assert [ax.get_ylabel() for ax in fig.axes] == ["loss", "val_nll"]
+    steps, values = fig.axes[1].lines[0].get_data()
+    assert list(steps) == [0, 100, 200, 300, 400, 500]
+    assert values[0] == pytest.approx(4.1)
+    assert fig.axes[-1].get_xlabel() == "step"
+    assert [ax.get_ylabel() for ax in plot_training_curves(records(), keys="lr").axes] == ["lr"]
+
+
+def test_curves_from_a_metrics_file(tmp_path):
+    path = tmp_path / "metrics.jsonl"
+    lines = [json.dumps(r) for r in records()]
+    lines.insert(3, "")  # blank lines are skipped
+    # A run still writing may leave a partial last line: it is ignored.
+    path.write_text("\n".join(lines) + '\n{"step": 510, "lo')
+    fig = plot_training_curves(path)
+    assert len(fig.axes) == 2
+    assert len(fig.axes[0].lines[0].get_xdata()) == 50
+    plot_training_curves(str(path))
+
+
+def test_curves_resumed_steps_keep_the_last_value_and_nan_is_counted():
+    recs = [{"step": s, "loss": float(s)} for s in range(5)]
+    recs += [{"step": 3, "loss": 30.0}, {"step": 5, "loss": math.nan}, {"loss": 1.0}]
+    fig = plot_training_curves(recs, keys=["loss"])
+    steps, values = fig.axes[0].lines[0].get_data()
+    assert list(steps) == [0, 1, 2, 3, 4] and list(values) == [0, 1, 2, 30, 4]
+    assert "1 of 6 values NaN/inf" in fig.axes[0].get_title(loc="left")
+
+
+def test_curves_errors(tmp_path):
+    with pytest.raises(ValueError, match=r"nothing to plot.*\['lr', 'nll'\]"):
+        plot_training_curves([{"step": 1, "nll": 2.0, "lr": 0.1}])
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_training_curves([{"loss": 2.0}])  # no step
+    with pytest.raises(ValueError, match="nothing to plot"):
+        plot_training_curves([])
+    bad = tmp_path / "metrics.jsonl"
+    bad.write_text('{"step": 1, "loss": 2}\nnot json\n{"step": 2, "loss": 1}\n')
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:2 is not valid JSON"):
+        plot_training_curves(bad)
+    bad.write_text("[1, 2]\n")
+    with pytest.raises(ValueError, match=r"metrics\.jsonl:1 must be a JSON object"):
+        plot_training_curves(bad)
+    with pytest.raises(FileNotFoundError):
+        plot_training_curves(tmp_path / "missing.jsonl")
+    with pytest.raises(TypeError, match="records must be a list of dicts"):
+        plot_training_curves({"step": 1, "loss": 2.0})
+    with pytest.raises(TypeError, match=r"records\[1\] must be a dict"):
+        plot_training_curves([{"step": 1, "loss": 2.0}, 3])
+    with pytest.raises(TypeError, match="keys"):
+        plot_training_curves(records(), keys=())
+
+
+# -- plot_comparison ---------------------------------------------------------------------------
+
+
+def test_comparison_panels_data_first_shared_axes():
+    models = {"nsf": points(), "maf": points(seed=2) * 3, "dead": torch.full((8, 2), math.nan)}
+    fig = plot_comparison(models, points(seed=1), title="compare")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles[:3] == ["data", "nsf", "maf"] and "8 of 8 rows" in titles[3]
+    limits = {(ax.get_xlim(), ax.get_ylim()) for ax in fig.axes}
+    assert len(limits) == 1
+    clims = {ax.images[0].get_clim() for ax in fig.axes[:3]}
+    assert len(clims) == 1  # one colour scale
+    assert len(fig.axes[3].images) == 0  # nothing drawn for a model without finite samples
+
+
+def test_comparison_without_data_covers_every_model():
+    fig = plot_comparison({"a": points(), "b": points(seed=2) + 10})
+    x0, x1 = fig.axes[0].get_xlim()
+    assert x0 < -2 and x1 > 11
+
+
+def test_comparison_kinds():
+    fig = plot_comparison({f"m{i}": torch.rand(30, 1, 8, 8) for i in range(5)})
+    assert len(fig.axes) == 5
+    grid = fig.axes[0].images[0].get_array()
+    assert grid.shape == (4 * 9 + 1, 4 * 9 + 1)  # 16 images a model
+    fig = plot_comparison({"a": points(d=1)}, points(d=1, seed=1))
+    assert [ax.get_title() for ax in fig.axes] == ["data", "a"]
+
+
+def test_comparison_errors():
+    with pytest.raises(ValueError, match="at least one model"):
+        plot_comparison({})
+    with pytest.raises(TypeError, match="mapping"):
+        plot_comparison([points()])
+    with pytest.raises(TypeError, match="str names"):
+        plot_comparison({1: points()})
+    with pytest.raises(ValueError, match=r"samples_by_model\['b'\] as points of shape \(N, 3\)"):
+        plot_comparison({"a": points(), "b": points(d=3)})
+    with pytest.raises(ValueError, match=r"data and samples_by_model\['a'\]"):
+        plot_comparison({"a": points(d=3)}, points())
+    with pytest.raises(ValueError, match=r"samples_by_model\['a'\] must have shape"):
+        plot_comparison({"a": torch.randn(4)})
