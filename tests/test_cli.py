@@ -372,5 +372,6 @@ def test_compare_writes_a_report(tmp_path):
     assert "| nice |" in report and "| maf |" in report and "3.466" in report
     results = json.loads((out / "results.json").read_text())["results"]
     assert [r["model"] for r in results] == ["nice", "maf"]
-    for fig in ("samples.png", "curves.png"):
+    assert "![density_maf.png](density_maf.png)" in report
+    for fig in ("samples.png", "curves.png", "density_nice.png", "density_maf.png"):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"

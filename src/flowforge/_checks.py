@@ -36,6 +36,12 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
             f"{name} must have dtype {dtype} like the model's parameters, got {x.dtype}; "
             f"convert it with {name}.to({dtype}), or the model with model.to({x.dtype})"
         )
+    check_finite_rows(x, name)
+    return x
+
+
+def check_finite_rows(x: Tensor, name: str) -> None:
+    """Raise ``ValueError`` saying how many (and which) rows of ``x (B, *)`` are not finite."""
     finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().squeeze(1)
@@ -44,7 +50,6 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
             f"{name} has NaN or infinite values in {bad.numel()} of {x.shape[0]} rows "
             f"(first: {first})"
         )
-    return x
 
 
 def check_context(

@@ -169,7 +169,12 @@ def run_sample(args: argparse.Namespace) -> int:
         print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
     if args.plot:
         dataset = data.load(config["data"]["source"], **config["data"].get("options", {}))
-        fig = viz.plot_samples(x, dataset.test, title=f"{config['model']['name']} samples")
+        fig = viz.plot_samples(
+            x,
+            dataset.test,
+            title=f"{config['model']['name']} samples",
+            image_shape=dataset.image_shape,
+        )
         print(f"wrote the figure to {viz.save_figure(fig, args.plot)}")
     if not args.out and not args.plot:
         print(f"drew {args.n} samples; pass --out FILE to keep them or --plot FILE to see them")

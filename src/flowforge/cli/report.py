@@ -115,6 +115,11 @@ def compare(
         torch.manual_seed(0)
         with torch.no_grad():
             samples[name] = model.sample(min(n_samples, 5000))
+        if dataset.event_shape == (2,):
+            fig = viz.plot_density(
+                model.log_prob, bounds=_bounds(dataset.test), title=f"{name}: learned density"
+            )
+            viz.save_figure(fig, out / f"density_{name}.png")
     write_json_atomic(
         out / "results.json",
         {
@@ -124,17 +129,30 @@ def compare(
             "results": rows,
         },
     )
-    viz.save_figure(viz.plot_comparison(samples, dataset.test), out / "samples.png")
+    viz.save_figure(
+        viz.plot_comparison(samples, dataset.test, image_shape=dataset.image_shape),
+        out / "samples.png",
+    )
+    figures = ["samples.png"]
+    if dataset.event_shape == (2,):
+        figures += [f"density_{name}.png" for name in names]
     curves = [
         {**r, "model": n} for n in names for r in _records(out / "runs" / n / "metrics.jsonl")
     ]
-    figures = ["samples.png"]
     if curves:
         viz.save_figure(_curves_figure(names, out), out / "curves.png")
         figures.append("curves.png")
     report = out / "report.md"
     write_atomic(report, _markdown(dataset, train_config, rows, figures).encode())
     return report
+
+
+def _bounds(x: torch.Tensor) -> tuple[float, float, float, float]:
+    """A square window around the data, padded by 10%, for density heatmaps."""
+    lo, hi = x.min(dim=0).values, x.max(dim=0).values
+    pad = 0.1 * (hi - lo)
+    lo, hi = (lo - pad).tolist(), (hi + pad).tolist()
+    return lo[0], hi[0], lo[1], hi[1]
 
 
 def _records(path: Path) -> list[dict]:

@@ -47,6 +47,8 @@ class Dataset:
             each pixel ``floor(levels * x)``), for the bits/dim correction
             ``D log(levels)``; ``None`` for continuous data.
         description: one line for people.
+        image_shape: ``(C, H, W)`` when the samples are images (flat or not), so plots can
+            show them as images; ``None`` otherwise.
     """
 
     name: str
@@ -60,6 +62,7 @@ class Dataset:
     entropy_stderr: float | None = None
     levels: int | None = None
     description: str = ""
+    image_shape: tuple[int, int, int] | None = None
 
     def __post_init__(self) -> None:
         # Others build Datasets too: catch inconsistent pieces here, not deep in training.

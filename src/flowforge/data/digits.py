@@ -136,4 +136,5 @@ def load_digits_dataset(image: bool = False, seed: int = 0) -> Dataset:
         labels={k: y[s].clone() for k, s in splits.items()},
         levels=DIGITS_LEVELS,
         description=DIGITS_SUMMARY,
+        image_shape=(1, 8, 8),
     )

@@ -5,8 +5,9 @@ from __future__ import annotations
 import math
 import numbers
 
-import torch
 from torch import Tensor
+
+from .._checks import check_finite_rows
 
 
 def check_samples(x: object, name: str, min_samples: int) -> Tensor:
@@ -40,14 +41,7 @@ def check_samples(x: object, name: str, min_samples: int) -> Tensor:
     flat = x.reshape(x.shape[0], -1)
     if flat.shape[1] == 0:
         raise ValueError(f"{name} must have at least one feature, got shape {tuple(x.shape)}")
-    finite = torch.isfinite(flat).all(dim=1)
-    if not bool(finite.all()):
-        bad = (~finite).nonzero().squeeze(1)
-        first = ", ".join(str(i) for i in bad[:5].tolist())
-        raise ValueError(
-            f"{name} has NaN or infinite values in {bad.numel()} of {x.shape[0]} rows "
-            f"(first: {first})"
-        )
+    check_finite_rows(flat, name)
     return flat
 
 
