@@ -92,6 +92,9 @@ def test_train_sample_evaluate_round_trip(tmp_path, capsys):
     assert result["entropy_nats"] == pytest.approx(np.log(32))
     assert result["nll_nats"] > result["entropy_nats"]
     assert {"mmd", "energy_distance", "sliced_wasserstein"} <= set(result["distances"])
+    assert result["weights"]["weights"] == "best" and result["weights"]["step"] in (20, 40)
+    assert main(["evaluate", str(run), "--samples", "200", "--weights", "last"]) == 0
+    assert json.loads(capsys.readouterr().out)["weights"] == {"weights": "ema", "step": 40}
 
 
 def test_train_on_a_user_csv_with_a_toml_config(tmp_path, capsys):

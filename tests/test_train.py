@@ -208,3 +208,34 @@ def test_ema_tracks_the_weights():
     beta = min(0.5, 2 / 11)
     for b, a, p in zip(before, ema.model.parameters(), model.parameters(), strict=True):
         torch.testing.assert_close(a, beta * b + (1 - beta) * p)
+
+
+def test_best_validation_weights_are_kept_and_loaded(tmp_path):
+    """On tiny data the model overfits: the best-validation weights must be the ones kept."""
+    train_x = ff.data.checkerboard(64, seed=1)  # 64 points: overfitting within 200 steps
+    val_x = ff.data.checkerboard(2000, seed=2)
+    torch.manual_seed(0)
+    model = ff.models.create("nsf", dim=2, layers=2, hidden=(64,))
+    config = quick(steps=200, lr=5e-3, ema_decay=0.0, eval_every=10, checkpoint_every=100)
+    train(model, train_x, config, val_x=val_x, run_dir=tmp_path)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    vals = {r["step"]: r["val_nll"] for r in records if "val_nll" in r}
+    best_step = min(vals, key=vals.get)
+    assert best_step < 200 and vals[200] > vals[best_step] + 0.1  # it did overfit
+    weights, step, val_nll = ckpt.load_best(tmp_path)
+    assert step == best_step and val_nll == pytest.approx(vals[best_step])
+    state = json.loads((tmp_path / "state.json").read_text())
+    assert state["best_step"] == best_step
+    # The kept weights reproduce the best validation NLL.
+    fresh = ff.models.create("nsf", dim=2, layers=2, hidden=(64,))
+    fresh.load_state_dict(weights)
+    with torch.no_grad():
+        assert -fresh.eval().log_prob(val_x).mean().item() == pytest.approx(vals[best_step])
+
+
+def test_keep_best_can_be_turned_off(points, tmp_path):
+    train_x, val_x = points
+    train(small_model(), train_x, quick(steps=10, keep_best=False), val_x=val_x, run_dir=tmp_path)
+    assert ckpt.load_best(tmp_path) is None
+    with pytest.raises(ValueError, match="keep_best"):
+        TrainConfig(keep_best="yes")

@@ -131,7 +131,15 @@ def register_sample(sub) -> None:
     p.add_argument("--out", help="write the samples to this .npy or .csv file")
     p.add_argument("--plot", help="write a figure of the samples beside the data (.png/.pdf)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
+    p.add_argument(
+        "--weights",
+        choices=("best", "last"),
+        default="best",
+        help="best: the weights of the best validation NLL (default); last: the last checkpoint",
+    )
+    p.add_argument(
+        "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.set_defaults(handler=run_sample)
 
@@ -148,7 +156,9 @@ def run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"-n must be a positive number of samples, got {args.n}")
     if args.out and Path(args.out).suffix not in (".npy", ".csv"):
         raise ValueError(f"--out must end with .npy or .csv, got {args.out}")
-    model, config = load(args.run_dir, ema=not args.no_ema, device=args.device)
+    model, config = load(
+        args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights
+    )
     torch.manual_seed(args.seed)
     with torch.no_grad():
         x = model.sample(args.n).cpu()
@@ -202,7 +212,15 @@ def register_evaluate(sub) -> None:
         "--samples", type=int, default=5000, help="samples drawn for the distances (default 5000)"
     )
     p.add_argument("--out", help="also write the JSON to this file")
-    p.add_argument("--no-ema", action="store_true", help="use the raw, not the EMA, weights")
+    p.add_argument(
+        "--weights",
+        choices=("best", "last"),
+        default="best",
+        help="best: the weights of the best validation NLL (default); last: the last checkpoint",
+    )
+    p.add_argument(
+        "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
+    )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.set_defaults(handler=run_evaluate)
 
@@ -212,7 +230,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..train.checkpoint import write_json_atomic
     from .report import evaluate_model
 
-    model, config = load(args.run_dir, ema=not args.no_ema, device=args.device)
+    model, config = load(
+        args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights
+    )
     result = evaluate_model(
         model, config, source=args.data, split=args.split, n_samples=args.samples
     )

@@ -73,6 +73,7 @@ def evaluate_model(
         "sample_seconds": sample_s,
         "n_samples": n_samples,
         "non_finite_samples": int((~finite).sum()),
+        "weights": config.get("loaded"),
         "distances": distances,
     }
 
@@ -147,6 +148,10 @@ def compare(
     return report
 
 
+def _weights(loaded: dict | None) -> str:
+    return "" if not loaded else f"{loaded['weights']} @ {loaded['step']}"
+
+
 def _bounds(x: torch.Tensor) -> tuple[float, float, float, float]:
     """A square window around the data, padded by 10%, for density heatmaps."""
     lo, hi = x.min(dim=0).values, x.max(dim=0).values
@@ -204,8 +209,8 @@ def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures
     if has_bpd:
         header += " bits/dim |"
         rule += "---|"
-    header += " energy dist. | MMD² | train time (s) | sampling (s) | log-density (s) |"
-    rule += "---|---|---|---|---|"
+    header += " energy dist. | MMD² | train time (s) | sampling (s) | log-density (s) | weights |"
+    rule += "---|---|---|---|---|---|"
     lines += [header, rule]
     best = min(r["nll_nats"] for r in rows)
     for r in rows:
@@ -219,12 +224,15 @@ def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures
         line += (
             f" {d.get('energy_distance', float('nan')):.4f} | {d.get('mmd', float('nan')):.4f} |"
             f" {r['train_seconds']:.1f} | {r['sample_seconds']:.3f} | {r['log_prob_seconds']:.3f} |"
+            f" {_weights(r.get('weights'))} |"
         )
         lines.append(line)
     lines += [
         "",
         f"Sampling: {rows[0]['n_samples']} samples; log-density: the whole test split. "
-        "Distances compare samples with the test split (lower is better).",
+        "Distances compare samples with the test split (lower is better). Weights: each model "
+        "is evaluated with the weights of its best validation NLL (`best`, at the step given), "
+        "else its last (EMA) checkpoint.",
         "",
     ]
     for fig in figures:

@@ -29,6 +29,7 @@ MODEL_FILE = "model.safetensors"
 STATE_FILE = "state.safetensors"
 STATE_JSON = "state.json"
 CONFIG_FILE = "config.json"
+BEST_FILE = "best.safetensors"
 _COMMIT = "commit"
 _CHECKPOINT_FILES = (MODEL_FILE, STATE_FILE, STATE_JSON)
 
@@ -109,6 +110,21 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     except (SafetensorError, OSError, ValueError) as e:
         raise CheckpointError(f"{path} is not a valid safetensors file ({e})") from None
     return tensors, meta
+
+
+def save_best(run_dir: Path, step: int, val_nll: float, weights: dict[str, Tensor]) -> None:
+    """Write ``best.safetensors``: the weights of the best validation NLL so far, atomically."""
+    meta = {"step": str(step), "val_nll": repr(float(val_nll))}
+    write_atomic(Path(run_dir) / BEST_FILE, st_save(_contiguous(weights), metadata=meta))
+
+
+def load_best(run_dir: Path) -> tuple[dict[str, Tensor], int, float] | None:
+    """``(weights, step, val_nll)`` of ``best.safetensors``, or ``None`` when the run has none."""
+    path = Path(run_dir) / BEST_FILE
+    if not path.exists():
+        return None
+    tensors, meta = _read_safetensors(path)
+    return tensors, int(meta.get("step", -1)), float(meta.get("val_nll", "nan"))
 
 
 def load_weights(run_dir: Path) -> tuple[dict[str, Tensor], int]:

@@ -21,6 +21,8 @@ class TrainConfig:
         ema_decay: decay of the exponential moving average of the weights (0 disables EMA);
             validation, sampling and evaluation use the EMA weights when it is on.
         eval_every: steps between validation NLL evaluations (0: only at the end).
+        keep_best: keep the weights of the best validation NLL in ``best.safetensors``
+            (early stopping without stopping): ``sample``/``evaluate`` use them by default.
         checkpoint_every: steps between checkpoints (0: only at the end).
         log_every: steps between lines of ``metrics.jsonl``.
         eval_batch_size: batch size of validation passes.
@@ -39,6 +41,7 @@ class TrainConfig:
     grad_clip: float | None = 5.0
     ema_decay: float = 0.999
     eval_every: int = 500
+    keep_best: bool = True
     checkpoint_every: int = 500
     log_every: int = 50
     eval_batch_size: int = 4096
@@ -80,6 +83,8 @@ class TrainConfig:
             need(is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
         need(isinstance(self.device, str) and bool(self.device), "device", "a device name")
+        need(isinstance(self.keep_best, bool), "keep_best", "true or false")
+        need(isinstance(self.progress, bool), "progress", "true or false")
 
     @property
     def warmup(self) -> int:

@@ -144,9 +144,9 @@ def train(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    elapsed = 0.0
+    elapsed, best = 0.0, (math.inf, 0)
     if resume:
-        start, elapsed = _restore(run_dir, model, optimizer, ema, config)
+        start, elapsed, best = _restore(run_dir, model, optimizer, ema, config)
     last_checkpoint = start if resume else None
     objective: nn.Module = _Objective(model)
     if info.distributed:
@@ -200,8 +200,13 @@ def train(
         )
         if evaluate:
             torch.manual_seed(_mix(config.seed, info.rank, step, 0xE7A1))
-            val_value = _validate(ema.model if ema else model, val_x, val_context, config, info)
+            evaluated = ema.model if ema else model
+            val_value = _validate(evaluated, val_x, val_context, config, info)
             record = {**record, "step": step, "val_nll": val_value}
+            if val_value < best[0]:
+                best = (val_value, step)
+                if config.keep_best and run_dir is not None and info.is_main:
+                    ckpt.save_best(run_dir, step, val_value, evaluated.state_dict())
         if record and log_file is not None:
             with open(log_file, "a") as f:
                 f.write(json.dumps(record) + "\n")
@@ -214,7 +219,7 @@ def train(
                 _close(bar)
                 raise TrainingDiverged(step, "the weights are not finite", last_checkpoint)
             if info.is_main:
-                _save(run_dir, step, model, optimizer, ema, time.perf_counter() - t0)
+                _save(run_dir, step, model, optimizer, ema, time.perf_counter() - t0, best)
             barrier(info)
             last_checkpoint = step
     _close(bar)
@@ -246,6 +251,7 @@ def _save(
     optimizer: torch.optim.Optimizer,
     ema: EMA | None,
     elapsed: float,
+    best: tuple[float, int],
 ) -> None:
     weights = {f"model.{k}": v for k, v in model.state_dict().items()}
     if ema is not None:
@@ -255,6 +261,9 @@ def _save(
         "optimizer": optim,
         "ema_updates": ema.updates if ema is not None else 0,
         "elapsed_s": elapsed,
+        # JSON has no infinity: no validation yet is written as null.
+        "best_val_nll": best[0] if math.isfinite(best[0]) else None,
+        "best_step": best[1],
     }
     ckpt.save_checkpoint(run_dir, step, weights, tensors, state)
 
@@ -271,7 +280,7 @@ def _restore(
     optimizer: torch.optim.Optimizer,
     ema: EMA | None,
     config: TrainConfig,
-) -> tuple[int, float]:
+) -> tuple[int, float, tuple[float, int]]:
     weights, tensors, state = ckpt.load_checkpoint(run_dir)
     model.load_state_dict(split_weights(weights, "model"))
     if ema is not None:
@@ -284,7 +293,9 @@ def _restore(
         raise ValueError(
             f"the run in {run_dir} already finished its {step} steps; raise --steps to go on"
         )
-    return step, float(state.get("elapsed_s", 0.0))
+    best_val = state.get("best_val_nll")
+    best = (math.inf if best_val is None else float(best_val), int(state.get("best_step", 0)))
+    return step, float(state.get("elapsed_s", 0.0)), best
 
 
 def _truncate_log(path: Path, step: int) -> None:

@@ -124,20 +124,37 @@ def read_config(run_dir: str | Path) -> dict:
     return config
 
 
-def load(run_dir: str | Path, ema: bool = True, device: str = "cpu") -> tuple[Model, dict]:
+def load(
+    run_dir: str | Path, ema: bool = True, device: str = "cpu", weights: str = "best"
+) -> tuple[Model, dict]:
     """Load a trained model from ``run_dir``: ``(model in eval mode, config)``.
+
+    ``config["loaded"]`` says which weights were loaded (``"best"``, ``"ema"`` or ``"last"``)
+    and from which step.
 
     Args:
         run_dir: the run directory.
-        ema: use the EMA weights when the run kept them.
+        ema: use the EMA weights when the run kept them (for ``weights="last"``).
         device: where to put the model.
+        weights: ``"best"``, the weights of the best validation NLL (falls back to the last
+            checkpoint when the run kept none), or ``"last"``, the last checkpoint.
     """
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
     config = read_config(run_dir)
     model = build_model(config)
-    weights, _ = ckpt.load_weights(Path(run_dir))
-    chosen = split_weights(weights, "ema") if ema else {}
+    best = ckpt.load_best(Path(run_dir)) if weights == "best" else None
+    if best is not None:
+        chosen, step = best[0], best[1]
+        config["loaded"] = {"weights": "best", "step": step, "val_nll": best[2]}
+    else:
+        saved, step = ckpt.load_weights(Path(run_dir))
+        chosen = split_weights(saved, "ema") if ema else {}
+        kind = "ema" if chosen else "last"
+        chosen = chosen or split_weights(saved, "model")
+        config["loaded"] = {"weights": kind, "step": step}
     try:
-        model.load_state_dict(chosen or split_weights(weights, "model"))
+        model.load_state_dict(chosen)
     except RuntimeError as e:
         raise ckpt.CheckpointError(
             f"the weights in {run_dir} do not fit the model its config describes ({e})"
