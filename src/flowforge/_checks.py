@@ -40,6 +40,15 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
     return x
 
 
+def check_seed(seed: object, name: str = "seed") -> int:
+    """Check that ``seed`` is a non-negative int (``TypeError``/``ValueError`` otherwise)."""
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
+    if seed < 0:
+        raise ValueError(f"{name} must be a non-negative int, got {seed}")
+    return seed
+
+
 def check_finite_rows(x: Tensor, name: str) -> None:
     """Raise ``ValueError`` saying how many (and which) rows of ``x (B, *)`` are not finite."""
     finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
+from .._checks import check_seed
 from .files import SUFFIXES, load_array, split_array
 from .toy import TOY_DENSITIES
 
@@ -167,10 +168,7 @@ def load(
         raise TypeError(
             f"source must be a dataset name or a path (str), got {type(source).__name__}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    check_seed(seed)
     if not isinstance(image, bool):
         raise TypeError(f"image must be a bool, got {type(image).__name__}")
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}

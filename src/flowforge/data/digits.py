@@ -8,6 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_seed
 from .dataset import Dataset
 
 DIGITS_LEVELS = 17
@@ -113,10 +114,7 @@ def load_digits_dataset(image: bool = False, seed: int = 0) -> Dataset:
     """
     if not isinstance(image, bool):
         raise TypeError(f"image must be a bool, got {type(image).__name__}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    check_seed(seed)
     values, labels = _raw_digits()
     perm = torch.randperm(len(values), generator=torch.Generator().manual_seed(_SPLIT_SEED))
     g = torch.Generator().manual_seed(seed)

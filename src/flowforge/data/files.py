@@ -22,6 +22,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_seed
+
 SUFFIXES = (".npy", ".npz", ".csv")
 """The file types :func:`load_array` reads."""
 
@@ -125,10 +127,7 @@ def split_array(
         raise ValueError(
             f"x must hold at least {MIN_ROWS} rows (one per split), got shape {tuple(x.shape)}"
         )
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
+    check_seed(seed)
     fractions = tuple(fractions)
     if (
         len(fractions) != 3
