@@ -198,6 +198,20 @@ def test_train_on_a_user_csv_with_a_toml_config(tmp_path, capsys):
         (["evaluate", "{tmp}/nothing"], "does not exist"),
         (["sample", "{tmp}/nothing", "-n", "0"], "-n must be a positive"),
         (["train", "--steps", "many"], "invalid int value"),
+        (
+            [
+                "train",
+                "--model",
+                "nsf",
+                "--data",
+                "checkerboard",
+                "--data-option",
+                "n_trian=5",
+                "--out",
+                "{tmp}/r",
+            ],
+            "unknown data option(s) n_trian; valid: image, key, n_test",
+        ),
         (["compare", "--models", "nsf,bogus", "--out", "{tmp}/c"], "unknown model 'bogus'"),
     ],
 )

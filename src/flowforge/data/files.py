@@ -224,7 +224,8 @@ def _read_npz(path: Path, name: str | None) -> tuple[np.ndarray, str]:
         if name is None:
             if len(members) > 1:
                 raise ValueError(
-                    f"{path} holds {len(members)} arrays ({keys}); say which one to load by name"
+                    f"{path} holds {len(members)} arrays ({keys}); say which one to load: "
+                    f"load(..., key=NAME), or --data-option key=NAME on the command line"
                 )
             name = next(iter(members))
         elif name not in members:

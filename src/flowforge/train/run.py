@@ -7,6 +7,7 @@ the layer the command line stands on; library users can call it too.
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,12 @@ def start(spec: RunSpec, out: str | Path) -> TrainResult:
             f"{out} already holds a run; resume it with --resume {out}, or choose another --out"
         )
     models.recipe(spec.model)  # an unknown name fails before the data is loaded
+    valid = set(inspect.signature(data.load).parameters) - {"source"}
+    unknown = sorted(set(spec.data_options) - valid)
+    if unknown:
+        raise ValueError(
+            f"unknown data option(s) {', '.join(unknown)}; valid: {', '.join(sorted(valid))}"
+        )
     dataset = data.load(spec.data, **spec.data_options)
     dim = math.prod(dataset.event_shape)
     config = {"flowforge_version": __version__, **spec.to_dict(), "dim": dim}
