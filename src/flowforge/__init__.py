@@ -7,7 +7,7 @@ with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and 
 
 __version__ = "0.1.0"
 
-from . import data, distributions, metrics, models, nets, train, transforms, viz
+from . import data, distributions, dynamics, metrics, models, nets, train, transforms, viz
 from .distributions import Flow, Model
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "__version__",
     "data",
     "distributions",
+    "dynamics",
     "metrics",
     "models",
     "nets",
