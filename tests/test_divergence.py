@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from helpers import batch_jacobian
 
 from flowforge.dynamics import (
     divergence_exact,
@@ -12,6 +11,7 @@ from flowforge.dynamics import (
     field_and_divergence,
     probe,
 )
+from helpers import batch_jacobian
 
 
 def make_field(d: int, seed: int = 0):
