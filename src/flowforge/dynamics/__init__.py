@@ -1,6 +1,7 @@
-"""Continuous time: divergence estimators shared by CNFs, flow matching and residual flows.
+"""Continuous time: divergence estimators, ODE integration (torchdiffeq) and NFE counting.
 
-The ODE integration and the CNF model are the continuous-normalizing-flow issue's work.
+Shared by continuous normalizing flows, flow matching and residual flows. The CNF model itself
+is the continuous-normalizing-flow issue's work.
 """
 
 from .divergence import (
@@ -10,11 +11,19 @@ from .divergence import (
     field_and_divergence,
     probe,
 )
+from .nfe import NFEBlock, NFECounter
+from .ode import METHODS, ODESolution, SolverOptions, integrate
 
 __all__ = [
+    "METHODS",
     "PROBES",
+    "NFEBlock",
+    "NFECounter",
+    "ODESolution",
+    "SolverOptions",
     "divergence_exact",
     "divergence_hutchinson",
     "field_and_divergence",
+    "integrate",
     "probe",
 ]

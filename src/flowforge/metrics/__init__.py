@@ -7,10 +7,10 @@ Likelihood: :func:`nll` (mean negative log-likelihood with its standard error) a
 All return Python floats (or small frozen dataclasses) and compute on the inputs' device and dtype.
 """
 
+from ..dynamics.nfe import NFEBlock, NFECounter
 from .discrepancy import BANDWIDTH_MULTIPLIERS, energy_distance, median_distance, mmd
 from .distances import sample_distances
 from .likelihood import NLLResult, bits_per_dim, nll
-from .nfe import NFEBlock, NFECounter
 from .transport import sliced_wasserstein, wasserstein2
 
 __all__ = [
