@@ -148,8 +148,8 @@ def run_sample(args: argparse.Namespace) -> int:
     import numpy as np
     import torch
 
-    from .. import data, viz
-    from ..train import load
+    from .. import viz
+    from ..train import load, load_dataset
     from ..train.checkpoint import write_atomic
 
     if args.n < 1:
@@ -178,7 +178,7 @@ def run_sample(args: argparse.Namespace) -> int:
             write_atomic(out, buf.getvalue().encode())
         print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
     if args.plot:
-        dataset = data.load(config["data"]["source"], **config["data"].get("options", {}))
+        dataset = load_dataset(config)
         fig = viz.plot_samples(
             x,
             dataset.test,

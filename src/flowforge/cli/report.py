@@ -10,14 +10,12 @@ import torch
 
 from .. import data, metrics, viz
 from ..distributions.model import Model
-from ..train import RunSpec, TrainConfig, load, start
+from ..train import RunSpec, TrainConfig, load, load_dataset, start
 from ..train.checkpoint import write_atomic, write_json_atomic
 
 
 def _dataset(config: dict, source: str | None) -> data.Dataset:
-    if source is None:
-        return data.load(config["data"]["source"], **config["data"].get("options", {}))
-    return data.load(source)
+    return load_dataset(config) if source is None else data.load(source)
 
 
 def evaluate_model(

@@ -4,7 +4,7 @@ from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .ema import EMA
 from .loop import TrainingDiverged, TrainResult, batch_indices, train
-from .run import RunSpec, build_model, load, read_config, resume, start
+from .run import RunSpec, build_model, load, load_dataset, read_config, resume, start
 
 __all__ = [
     "EMA",
@@ -16,6 +16,7 @@ __all__ = [
     "batch_indices",
     "build_model",
     "load",
+    "load_dataset",
     "read_config",
     "resume",
     "start",

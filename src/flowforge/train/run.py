@@ -52,7 +52,8 @@ class RunSpec:
         }
 
 
-def _dataset_for(config: dict) -> data.Dataset:
+def load_dataset(config: dict) -> data.Dataset:
+    """Reload the dataset a run was trained on, as its config describes it."""
     return data.load(config["data"]["source"], **config["data"].get("options", {}))
 
 
@@ -107,7 +108,7 @@ def resume(run_dir: str | Path, steps: int | None = None) -> TrainResult:
         config["train"] = options
         if setup(options.get("device", "auto")).is_main:
             ckpt.write_json_atomic(run_dir / ckpt.CONFIG_FILE, config)
-    dataset = _dataset_for(config)
+    dataset = load_dataset(config)
     model = build_model(config, dataset)
     return train(
         model,
