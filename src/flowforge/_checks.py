@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numbers
+
 import torch
 from torch import Tensor
 
@@ -40,13 +42,28 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
     return x
 
 
+def check_int(value: object, name: str, minimum: int, described: str | None = None) -> int:
+    """Check that ``value`` is an integer (Python or NumPy, not bool) of at least ``minimum``.
+
+    Raises ``TypeError`` for a non-integer, ``ValueError`` below ``minimum``; both say
+    ``"{name} must be {described}"`` (default ``"an int >= minimum"``) and what came.
+    """
+    described = described or f"an int >= {minimum}"
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be {described}, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"{name} must be {described}, got {value}")
+    return int(value)
+
+
 def check_seed(seed: object, name: str = "seed") -> int:
-    """Check that ``seed`` is a non-negative int (``TypeError``/``ValueError`` otherwise)."""
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"{name} must be an int, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"{name} must be a non-negative int, got {seed}")
-    return seed
+    """Check that ``seed`` is a non-negative int."""
+    return check_int(seed, name, 0)
+
+
+def check_count(n: object, name: str = "n") -> int:
+    """Check that ``n`` is a positive integer number of samples."""
+    return check_int(n, name, 1, "a positive int")
 
 
 def check_finite_rows(x: Tensor, name: str) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .._checks import check_seed
+from .._checks import check_count, check_seed
 from .files import SUFFIXES, load_array, split_array
 from .toy import TOY_DENSITIES
 
@@ -178,7 +178,7 @@ def load(
     if name in TOY_DENSITIES:
         _only(name, image=image, key=key)
         counts = [
-            _count(d if v is None else v, option)
+            check_count(d if v is None else v, option)
             for (option, v), d in zip(sizes.items(), TOY_SIZES, strict=True)
         ]
         return _load_toy(name, seed, counts)
@@ -214,14 +214,6 @@ def _unknown(name: str) -> str:
         f"unknown dataset {name!r}: {hint}built-in datasets are {', '.join(available())}; "
         f"a file path must end with {', '.join(SUFFIXES)}"
     )
-
-
-def _count(value: object, option: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{option} must be a positive int, got {type(value).__name__}")
-    if value < 1:
-        raise ValueError(f"{option} must be a positive int, got {value}")
-    return value
 
 
 def _load_toy(name: str, seed: int, counts: list[int]) -> Dataset:

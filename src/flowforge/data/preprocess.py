@@ -8,7 +8,8 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from ..distributions.model import Model, check_count
+from .._checks import check_count
+from ..distributions.model import Model
 
 # A feature whose std is below this fraction of the widest feature's is treated as constant:
 # its std is raised to it so u = (x - mean) / std stays finite (a constant feature maps to 0),

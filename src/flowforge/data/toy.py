@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from ..distributions.model import check_count
+from .._checks import check_count
 
 Sampler = Callable[..., Tensor]
 

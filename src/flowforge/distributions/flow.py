@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from .._checks import check_count
 from ..transforms.base import Transform
-from .model import Model, check_count
+from .model import Model
 
 
 class Flow(Model):

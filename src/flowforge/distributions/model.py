@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_batch, check_context
+from .._checks import check_batch, check_context, check_count
 
 
 class Model(nn.Module):
@@ -90,12 +90,3 @@ class Model(nn.Module):
             if context.ndim == 2 and context.shape[0] == 1:
                 context = context.expand(n, -1)
         return check_context(context, self.context_dim, n, self.dtype)
-
-
-def check_count(n: object, name: str = "n") -> int:
-    """Check that ``n`` is a positive integer number of samples."""
-    if isinstance(n, bool) or not isinstance(n, int):
-        raise TypeError(f"{name} must be a positive int, got {type(n).__name__}")
-    if n < 1:
-        raise ValueError(f"{name} must be a positive int, got {n}")
-    return n

@@ -75,16 +75,6 @@ def check_pair(
     return xf, yf
 
 
-def check_int(value: object, name: str, minimum: int) -> int:
-    """Check that ``value`` is an integer (Python or NumPy, not bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
 def check_real(value: object, name: str) -> float:
     """Check that ``value`` is a finite real number (Python, NumPy, or a one-element tensor)."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_pair
+from .._checks import check_int
+from ._checks import check_pair
 from .discrepancy import energy_distance, mmd
 from .transport import sliced_wasserstein, wasserstein2
 

@@ -9,7 +9,8 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_real
+from .._checks import check_int
+from ._checks import check_real
 
 
 class HasLogProb(Protocol):

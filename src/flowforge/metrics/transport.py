@@ -10,7 +10,8 @@ import ot
 import torch
 from torch import Tensor
 
-from ._checks import check_int, check_pair, check_real
+from .._checks import check_int
+from ._checks import check_pair, check_real
 
 # POT's network simplex result codes (ot.lp): anything but OPTIMAL means the cost is not W2^2.
 _OPTIMAL = 1

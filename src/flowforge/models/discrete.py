@@ -5,18 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .. import transforms as T
+from .._checks import check_int
 from ..distributions import Flow, StandardNormal
 from .registry import register
 
 Hidden = Sequence[int]
-
-
-def _int_option(name: str, value: object, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
 
 
 def _hidden_option(hidden: object) -> tuple[int, ...]:
@@ -24,7 +17,7 @@ def _hidden_option(hidden: object) -> tuple[int, ...]:
         hidden = (hidden,)
     if not isinstance(hidden, Sequence) or not hidden:
         raise ValueError(f"hidden must be a non-empty list of layer sizes, got {hidden!r}")
-    return tuple(_int_option("hidden sizes", h, 1) for h in hidden)
+    return tuple(check_int(h, "hidden sizes", 1) for h in hidden)
 
 
 def _flow(dim: int, context_dim: int, layers: list[T.Transform]) -> Flow:
@@ -39,8 +32,8 @@ def _coupling_flow(
     make_coupling: Callable[[bool], T.Transform],
     actnorm: bool = False,
 ) -> Flow:
-    _int_option("layers", layers, 1)
-    _int_option("context_dim", context_dim, 0)
+    check_int(layers, "layers", 1)
+    check_int(context_dim, "context_dim", 0)
     if dim < 2:
         raise ValueError(f"coupling flows split the features in two and need dim >= 2, got {dim}")
     if mixing == "auto":
@@ -148,8 +141,8 @@ def _autoregressive_flow(
     make_layer: Callable[[], T.Transform],
     inverse: bool = False,
 ) -> Flow:
-    _int_option("layers", layers, 1)
-    _int_option("context_dim", context_dim, 0)
+    check_int(layers, "layers", 1)
+    check_int(context_dim, "context_dim", 0)
     parts: list[T.Transform] = []
     for i in range(layers):
         if i > 0:

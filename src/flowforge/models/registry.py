@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from .._checks import check_count
 from ..distributions.model import Model
 
 
@@ -70,10 +71,7 @@ def create(name: str, dim: int, **options: object) -> Model:
         torch.Size([4, 2])
     """
     r = recipe(name)
-    if isinstance(dim, bool) or not isinstance(dim, int):
-        raise TypeError(f"dim must be a positive int, got {type(dim).__name__}")
-    if dim < 1:
-        raise ValueError(f"dim must be a positive int, got {dim}")
+    dim = check_count(dim, "dim")
     valid = r.options()
     unknown = sorted(set(options) - set(valid))
     if unknown:
