@@ -28,15 +28,10 @@ Raw per-seed numbers and the summary are written to ``benchmarks/results/nsf_vs_
 from __future__ import annotations
 
 import argparse
-import json
 import math
-import os
-import platform
-import shlex
 import statistics
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -49,6 +44,7 @@ except ImportError:
     sys.exit('zuko is not installed; install the benchmark extra: pip install -e ".[bench]"')
 
 import flowforge as ff
+from _common import environment, interleaved_runs, median_time, prepare, write_report
 
 LIBRARIES = ("flowforge", "zuko")
 NLL_TARGET = 3.53
@@ -92,18 +88,6 @@ def build_model(library: str) -> nn.Module:
     if library == "zuko":
         return ZukoNSF()
     raise ValueError(f"unknown library {library!r}")
-
-
-def median_time(fn: Callable[[], Any], repeats: int) -> tuple[float, Any]:
-    """Median wall time in seconds of ``repeats`` calls of ``fn``, and the first call's result."""
-    times, first = [], None
-    for i in range(repeats):
-        start = time.perf_counter()
-        result = fn()
-        times.append(time.perf_counter() - start)
-        if i == 0:
-            first = result
-    return statistics.median(times), first
 
 
 @torch.no_grad()
@@ -272,29 +256,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     """Run the benchmark, print the table and write the JSON report."""
     args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    load_start = os.getloadavg()
-    test = ff.data.checkerboard(args.test_size, seed=TEST_SEED)
-    print(
-        f"torch {torch.__version__}, zuko {zuko.__version__}, {torch.get_num_threads()} threads;"
-        f" {args.steps} steps x batch {args.batch_size}, lr {args.lr}, seeds {args.seed_list},"
-        f" test set {args.test_size}"
-    )
-    runs = []
+    test, load_start = prepare(args, f"zuko {zuko.__version__}", TEST_SEED)
     bench_start = time.perf_counter()
-    for seed in args.seed_list:
-        batches = ff.data.checkerboard(args.steps * args.batch_size, seed=seed)
-        batches = batches.view(args.steps, args.batch_size, 2)
-        for library in LIBRARIES:  # interleaved so machine noise hits both alike
-            runs.append(train_and_evaluate(library, seed, batches, test, args.lr))
+    runs = interleaved_runs(
+        args.seed_list,
+        args.steps,
+        args.batch_size,
+        LIBRARIES,
+        lambda library, seed, batches: train_and_evaluate(library, seed, batches, test, args.lr),
+    )
     summary = summarize(runs)
     table = markdown_table(summary)
     print()
     print(table)
 
     report = {
-        "command": shlex.join(["python", *sys.argv]),
-        "python_executable": sys.executable,
         "config": {
             "steps": args.steps,
             "batch_size": args.batch_size,
@@ -309,27 +285,13 @@ def main(argv: list[str] | None = None) -> None:
             "timing_repeats": TIMING_REPEATS,
             "quick": args.quick,
         },
-        "environment": {
-            "torch": torch.__version__,
-            "zuko": zuko.__version__,
-            "flowforge": getattr(ff, "__version__", "unknown"),
-            "python": platform.python_version(),
-            "platform": platform.platform(),
-            "processor": platform.processor(),
-            "threads": torch.get_num_threads(),
-            "cpu_count": os.cpu_count(),
-            # Other processes on the machine inflate timings; the load average flags them.
-            "load_average_start": load_start,
-            "load_average_end": os.getloadavg(),
-        },
+        "environment": environment({"zuko": zuko.__version__}, load_start),
         "total_wall_s": time.perf_counter() - bench_start,
         "runs": runs,
         "summary": summary,
         "markdown": table,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"\nwrote {args.out}")
+    write_report(args.out, report)
 
 
 if __name__ == "__main__":

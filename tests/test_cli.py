@@ -97,6 +97,29 @@ def test_train_sample_evaluate_round_trip(tmp_path, capsys):
     assert json.loads(capsys.readouterr().out)["weights"] == {"weights": "ema", "step": 40}
 
 
+def test_ffjord_trains_samples_and_evaluates_with_solver_options(tmp_path, capsys):
+    run = tmp_path / "ffjord"
+    argv = ["train", "--model", "ffjord", "--data", "8gaussians", "--steps", "6"]
+    argv += ["-o", "hidden=8", "--no-progress", "--batch-size", "32", "--out", str(run)]
+    assert main(argv) == 0
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert records[-1]["step"] == 6 and records[-1]["nfe"] >= 6
+    samples = tmp_path / "s.npy"
+    capsys.readouterr()
+    argv = ["sample", str(run), "-n", "50", "--out", str(samples)]
+    assert main([*argv, "--solver", "method=rk4", "--solver", "steps=2"]) == 0
+    assert np.load(samples).shape == (50, 2)
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--samples", "100", "--solver", "steps=4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["solver"] == {"steps": 4}
+    assert result["nfe"]["sample"] == 4 and result["nfe"]["log_prob"] == 4
+    assert np.isfinite(result["nll_nats"])
+    # A solver option a model does not take is a one-line user error.
+    assert main(["sample", str(run), "--solver", "order=2"]) == 2
+    assert "unknown solver option 'order'" in capsys.readouterr().err
+
+
 def test_train_on_a_user_csv_with_a_toml_config(tmp_path, capsys):
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(600, 3)) * [1.0, 10.0, 100.0] + [0.0, 50.0, -500.0]
@@ -373,7 +396,7 @@ def test_compare_writes_a_report(tmp_path):
         "--data",
         "checkerboard",
         "--models",
-        "nice,maf",
+        "nice,ffjord",
         "--steps",
         "30",
         "--batch-size",
@@ -386,9 +409,14 @@ def test_compare_writes_a_report(tmp_path):
     )
     assert proc.returncode == 0, proc.stderr
     report = (out / "report.md").read_text()
-    assert "| nice |" in report and "| maf |" in report and "3.466" in report
+    assert "| nice |" in report and "| ffjord |" in report and "3.466" in report
     results = json.loads((out / "results.json").read_text())["results"]
-    assert [r["model"] for r in results] == ["nice", "maf"]
-    assert "![density_maf.png](density_maf.png)" in report
-    for fig in ("samples.png", "curves.png", "density_nice.png", "density_maf.png"):
+    assert [r["model"] for r in results] == ["nice", "ffjord"]
+    # The continuous model's cost is reported: NFE of training, sampling and log-density.
+    assert results[0]["nfe"] is None
+    nfe = results[1]["nfe"]
+    assert nfe["sample"] >= 6 and nfe["log_prob"] >= 6 and nfe["train"]["last"] >= 6
+    assert "NFE train (first → last)" in report and "| nice |" in report
+    assert "![density_ffjord.png](density_ffjord.png)" in report
+    for fig in ("samples.png", "curves.png", "density_nice.png", "density_ffjord.png"):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"

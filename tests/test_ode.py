@@ -21,6 +21,7 @@ def decay(t, x, context=None):
         (SolverOptions("dopri5", rtol=1e-9, atol=1e-9), 1e-7),
         (SolverOptions("rk4", steps=20), 1e-6),
         (SolverOptions("midpoint", steps=200), 1e-5),
+        (SolverOptions("heun", steps=200), 1e-5),
         (SolverOptions("euler", steps=2000), 1e-3),
     ],
 )
@@ -56,7 +57,9 @@ def test_rotation_keeps_the_radius():
     torch.testing.assert_close(sol.state, x0 @ torch.linalg.matrix_exp(a).T, atol=1e-7, rtol=0)
 
 
-@pytest.mark.parametrize(("method", "per_step"), [("euler", 1), ("midpoint", 2), ("rk4", 4)])
+@pytest.mark.parametrize(
+    ("method", "per_step"), [("euler", 1), ("midpoint", 2), ("heun", 2), ("rk4", 4)]
+)
 def test_fixed_step_cost_in_function_evaluations(method, per_step):
     sol = integrate(decay, torch.ones(2, 2), options=SolverOptions(method, steps=7))
     assert sol.nfe == 7 * per_step

@@ -7,8 +7,19 @@ with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and 
 
 __version__ = "0.1.0"
 
-from . import data, distributions, dynamics, metrics, models, nets, train, transforms, viz
+from . import data, distributions, dynamics, metrics, models, nets, train, transforms
 from .distributions import Flow, Model
+
+
+def __getattr__(name: str):
+    # Plots load matplotlib, which costs a second at start-up: ``flowforge.viz`` is imported
+    # on first use.
+    if name == "viz":
+        import importlib
+
+        return importlib.import_module(".viz", __name__)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Flow",

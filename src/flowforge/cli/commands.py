@@ -120,6 +120,17 @@ def _is_main() -> bool:
 # -- sample ------------------------------------------------------------------------------------
 
 
+def _add_solver_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--solver",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="continuous models: a solver option, e.g. --solver method=rk4 --solver steps=8, "
+        "--solver divergence=hutchinson (repeatable; default: adaptive dopri5, exact)",
+    )
+
+
 def register_sample(sub) -> None:
     p = sub.add_parser(
         "sample",
@@ -141,6 +152,7 @@ def register_sample(sub) -> None:
         "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    _add_solver_flag(p)
     p.set_defaults(handler=run_sample)
 
 
@@ -161,7 +173,7 @@ def run_sample(args: argparse.Namespace) -> int:
     )
     torch.manual_seed(args.seed)
     with torch.no_grad():
-        x = model.sample(args.n).cpu()
+        x = model.sample(args.n, **parse_assignments(args.solver, "--solver")).cpu()
     if args.out:
         out = Path(args.out)
         if out.suffix == ".npy":
@@ -222,6 +234,7 @@ def register_evaluate(sub) -> None:
         "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
     )
     p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    _add_solver_flag(p)
     p.set_defaults(handler=run_evaluate)
 
 
@@ -234,7 +247,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights
     )
     result = evaluate_model(
-        model, config, source=args.data, split=args.split, n_samples=args.samples
+        model,
+        config,
+        source=args.data,
+        split=args.split,
+        n_samples=args.samples,
+        solver=parse_assignments(args.solver, "--solver"),
     )
     text = json.dumps(result, indent=2)
     print(text)

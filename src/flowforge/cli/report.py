@@ -10,6 +10,7 @@ import torch
 
 from .. import data, metrics, viz
 from ..distributions.model import Model
+from ..dynamics import total_nfe
 from ..train import RunSpec, TrainConfig, load, load_dataset, start
 from ..train.checkpoint import write_atomic, write_json_atomic
 
@@ -25,6 +26,7 @@ def evaluate_model(
     split: str = "test",
     n_samples: int = 5000,
     seed: int = 0,
+    solver: dict | None = None,
 ) -> dict:
     """Test NLL (nats and bits/dim), the entropy floor when known, sample distances and timings.
 
@@ -35,7 +37,10 @@ def evaluate_model(
         split: ``"test"`` or ``"val"``.
         n_samples: samples drawn for the distances and the sampling time.
         seed: seed of the sampling.
+        solver: solver options of a continuous model (``method``, ``steps``, ...), for both
+            the log-density and sampling; its accurate defaults when not given.
     """
+    solver = solver or {}
     dataset = _dataset(config, source)
     x = getattr(dataset, split)
     if tuple(x.shape[1:]) != tuple(model.event_shape):
@@ -44,14 +49,19 @@ def evaluate_model(
             f"was trained on shape {tuple(model.event_shape)}"
         )
     dim = math.prod(model.event_shape)
+    x = x.to(model.device)
+    nfe = [total_nfe(model)]
     start_t = time.perf_counter()
-    result = metrics.nll(model, x)
+    result = metrics.nll(model, x, batch_size=_EVAL_BATCH, **solver)
     log_prob_s = time.perf_counter() - start_t
+    nfe.append(total_nfe(model))
     torch.manual_seed(seed)
     start_t = time.perf_counter()
     with torch.no_grad():
-        samples = model.sample(n_samples)
+        samples = model.sample(n_samples, **solver)
     sample_s = time.perf_counter() - start_t
+    samples, x = samples.cpu(), x.cpu()
+    nfe.append(total_nfe(model))
     finite = torch.isfinite(samples.reshape(n_samples, -1)).all(dim=1)
     distances = (
         metrics.sample_distances(samples[finite].reshape(-1, dim), x.reshape(x.shape[0], -1))
@@ -72,7 +82,31 @@ def evaluate_model(
         "n_samples": n_samples,
         "non_finite_samples": int((~finite).sum()),
         "weights": config.get("loaded"),
+        "solver": solver,
         "distances": distances,
+        # Continuous models: function evaluations per solve (one solve per batch of rows).
+        "nfe": None
+        if nfe[0] is None
+        else {
+            "log_prob": (nfe[1] - nfe[0]) / math.ceil(result.n / _EVAL_BATCH),
+            "sample": nfe[2] - nfe[1],
+        },
+    }
+
+
+_EVAL_BATCH = 4096
+
+
+def _training_nfe(run_dir: Path) -> dict | None:
+    """NFE per training step from a run's ``metrics.jsonl``: the first and last logged window
+    means, and the mean over training."""
+    recs = [r for r in _records(run_dir / "metrics.jsonl") if "nfe" in r]
+    if not recs:
+        return None
+    return {
+        "first": recs[0]["nfe"],
+        "last": recs[-1]["nfe"],
+        "mean": sum(r["nfe"] for r in recs) / len(recs),
     }
 
 
@@ -110,6 +144,8 @@ def compare(
         model, config = load(run_dir)
         row = evaluate_model(model, config, n_samples=n_samples)
         row["train_seconds"] = trained.seconds
+        if row["nfe"] is not None:
+            row["nfe"]["train"] = _training_nfe(run_dir)
         rows.append(row)
         torch.manual_seed(0)
         with torch.no_grad():
@@ -169,22 +205,38 @@ def _records(path: Path) -> list[dict]:
 def _curves_figure(names: list[str], out: Path):
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4), layout="constrained")
-    ax_loss, ax_val = fig.subplots(1, 2)
+    records = {name: _records(out / "runs" / name / "metrics.jsonl") for name in names}
+    continuous = [n for n in names if any("nfe" in r for r in records[n])]
+    fig = Figure(figsize=(15 if continuous else 10, 4), layout="constrained")
+    axes = fig.subplots(1, 3 if continuous else 2)
+    ax_loss, ax_val = axes[0], axes[1]
     for name in names:
-        recs = _records(out / "runs" / name / "metrics.jsonl")
-        loss = [(r["step"], r["loss"]) for r in recs if "loss" in r]
-        val = [(r["step"], r["val_nll"]) for r in recs if "val_nll" in r]
+        loss = [(r["step"], r["loss"]) for r in records[name] if "loss" in r]
+        val = [(r["step"], r["val_nll"]) for r in records[name] if "val_nll" in r]
         if loss:
             ax_loss.plot(*zip(*loss, strict=True), label=name)
         if val:
             ax_val.plot(*zip(*val, strict=True), marker="o", label=name)
     ax_loss.set(title="training loss (standardised units)", xlabel="step", ylabel="loss")
     ax_val.set(title="validation NLL (data units)", xlabel="step", ylabel="nats")
-    for ax in (ax_loss, ax_val):
+    if continuous:
+        # The cost of a continuous model's step, which grows as its dynamics get harder.
+        for name in continuous:
+            nfe = [(r["step"], r["nfe"]) for r in records[name] if "nfe" in r]
+            axes[2].plot(*zip(*nfe, strict=True), label=name)
+        axes[2].set(title="function evaluations per training step", xlabel="step", ylabel="NFE")
+    for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend()
     return fig
+
+
+def _nfe_cells(nfe: dict | None) -> str:
+    if not nfe:
+        return " — | — |"
+    train = nfe.get("train")
+    cell = f" {train['first']:.0f} → {train['last']:.0f} |" if train else " — |"
+    return cell + f" {nfe['sample']:.0f} / {nfe['log_prob']:.0f} |"
 
 
 def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures) -> str:
@@ -207,8 +259,14 @@ def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures
     if has_bpd:
         header += " bits/dim |"
         rule += "---|"
-    header += " energy dist. | MMD² | train time (s) | sampling (s) | log-density (s) | weights |"
-    rule += "---|---|---|---|---|---|"
+    header += " energy dist. | MMD² | train time (s) | sampling (s) | log-density (s) |"
+    rule += "---|---|---|---|---|"
+    has_nfe = any(r.get("nfe") for r in rows)
+    if has_nfe:
+        header += " NFE train (first → last) | NFE sample / log-density |"
+        rule += "---|---|"
+    header += " weights |"
+    rule += "---|"
     lines += [header, rule]
     best = min(r["nll_nats"] for r in rows)
     for r in rows:
@@ -222,8 +280,10 @@ def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures
         line += (
             f" {d.get('energy_distance', float('nan')):.4f} | {d.get('mmd', float('nan')):.4f} |"
             f" {r['train_seconds']:.1f} | {r['sample_seconds']:.3f} | {r['log_prob_seconds']:.3f} |"
-            f" {_weights(r.get('weights'))} |"
         )
+        if has_nfe:
+            line += _nfe_cells(r.get("nfe"))
+        line += f" {_weights(r.get('weights'))} |"
         lines.append(line)
     lines += [
         "",
@@ -233,6 +293,14 @@ def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures
         "else its last (EMA) checkpoint.",
         "",
     ]
+    if has_nfe:
+        lines += [
+            "NFE: function evaluations of the vector field per solve, the cost of a continuous "
+            "model: per training step (mean of the first and the last logged window), per "
+            "sampling solve and per log-density solve (adaptive dopri5, exact divergence). "
+            "Discrete flows have none (—).",
+            "",
+        ]
     for fig in figures:
         lines += [f"![{fig}]({fig})", ""]
     return "\n".join(lines)

@@ -122,34 +122,43 @@ class Standardize(Model):
         return torch.log(self.std).sum()
 
     # -- the model protocol, delegated ---------------------------------------------------------
-    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.inner._log_prob(self._standardize(x), context) - self._log_abs_std()
+    @property
+    def solver_keys(self) -> tuple[str, ...]:
+        """The inner model's solver options (a continuous model's are passed through)."""
+        return self.inner.solver_keys
+
+    def _log_prob(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
+        return self.inner._log_prob(self._standardize(x), context, **solver) - self._log_abs_std()
 
     def _loss(self, x: Tensor, context: Tensor | None) -> Tensor:
         return self.inner._loss(self._standardize(x), context)
 
-    def _encode(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.inner._encode(self._standardize(x), context)
+    def _encode(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
+        return self.inner._encode(self._standardize(x), context, **solver)
 
-    def _decode(self, z: Tensor, context: Tensor | None) -> Tensor:
-        return self._unstandardize(self.inner._decode(z, context))
+    def _decode(self, z: Tensor, context: Tensor | None, **solver: object) -> Tensor:
+        return self._unstandardize(self.inner._decode(z, context, **solver))
 
     def _base_sample(self, n: int) -> Tensor:
         return self.inner._base_sample(n)
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def sample_and_log_prob(
+        self, n: int, context: Tensor | None = None, **solver: object
+    ) -> tuple[Tensor, Tensor]:
         """Draw ``n`` samples in data units, with log-densities: ``(n, *event_shape)``, ``(n,)``.
 
-        Uses the inner model's one-pass ``sample_and_log_prob`` where it has one (flows),
-        otherwise samples and then evaluates :meth:`log_prob`.
+        Uses the inner model's one-pass ``sample_and_log_prob`` where it has one (flows and
+        continuous flows), otherwise samples and then evaluates :meth:`log_prob`. ``solver``
+        options reach a continuous inner model.
         """
         n = check_count(n)
+        solver = self._check_solver(solver)
         if hasattr(self.inner, "sample_and_log_prob"):
-            u, log_p = self.inner.sample_and_log_prob(n, context)
+            u, log_p = self.inner.sample_and_log_prob(n, context, **solver)
             return self._unstandardize(u), log_p - self._log_abs_std()
         context = self._sample_context(n, context)
-        x = self._decode(self._base_sample(n), context)
-        return x, self._log_prob(x, context)
+        x = self._decode(self._base_sample(n), context, **solver)
+        return x, self._log_prob(x, context, **solver)
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, object]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
@@ -15,13 +17,20 @@ class Model(nn.Module):
     :meth:`loss` defaults to the negative log-likelihood. Inputs are validated here, at the
     public boundary, so families implement the underscored methods on checked tensors.
 
+    Continuous-time models integrate an ODE in ``log_prob``, ``encode``, ``decode`` and
+    ``sample``, and take solver choices there as keyword options
+    (``model.sample(n, method="euler", steps=8)``); :attr:`solver_keys` names the ones a model
+    accepts. A discrete flow accepts none and says so.
+
     Attributes:
         event_shape: shape of one sample, e.g. ``(D,)``.
         context_dim: ``C``, size of the conditioning vector (0 for an unconditional model).
+        solver_keys: the keyword options the public methods accept (empty for discrete flows).
     """
 
     event_shape: tuple[int, ...]
     context_dim: int
+    solver_keys: tuple[str, ...] = ()
 
     # -- what a family implements -------------------------------------------------------------
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
@@ -45,37 +54,63 @@ class Model(nn.Module):
         x, context = self._check(x, context)
         return self._loss(x, context)
 
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """Log-density of ``x (B, *event_shape)`` in nats, shape ``(B,)``."""
-        x, context = self._check(x, context)
-        return self._log_prob(x, context)
+    def log_prob(self, x: Tensor, context: Tensor | None = None, **solver: object) -> Tensor:
+        """Log-density of ``x (B, *event_shape)`` in nats, shape ``(B,)``.
 
-    def encode(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        ``solver``: solver options of a continuous-time model (see :attr:`solver_keys`).
+        """
+        x, context = self._check(x, context)
+        return self._log_prob(x, context, **self._check_solver(solver))
+
+    def encode(self, x: Tensor, context: Tensor | None = None, **solver: object) -> Tensor:
         """Map data ``x`` to its base point ``z`` (compression), both ``(B, *event_shape)``."""
         x, context = self._check(x, context)
-        return self._encode(x, context)
+        return self._encode(x, context, **self._check_solver(solver))
 
-    def decode(self, z: Tensor, context: Tensor | None = None) -> Tensor:
+    def decode(self, z: Tensor, context: Tensor | None = None, **solver: object) -> Tensor:
         """Map base points ``z`` to data ``x`` (sampling), both ``(B, *event_shape)``."""
         z, context = self._check(z, context, "z")
-        return self._decode(z, context)
+        return self._decode(z, context, **self._check_solver(solver))
 
-    def sample(self, n: int, context: Tensor | None = None) -> Tensor:
+    def sample(self, n: int, context: Tensor | None = None, **solver: object) -> Tensor:
         """Draw ``n`` samples, shape ``(n, *event_shape)``.
 
         ``context`` is ``(n, C)`` (one row per sample) or ``(C,)`` / ``(1, C)`` (shared by all).
         """
         n = check_count(n)
+        solver = self._check_solver(solver)
         context = self._sample_context(n, context)
-        return self._decode(self._base_sample(n), context)
+        return self._decode(self._base_sample(n), context, **solver)
 
     # -- helpers ------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
-        """The floating-point dtype of the model's parameters."""
-        for p in self.parameters():
-            return p.dtype
+        """The floating-point dtype of the model's parameters (or buffers, if it has none)."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            if t.is_floating_point():
+                return t.dtype
         return torch.get_default_dtype()
+
+    @property
+    def device(self) -> torch.device:
+        """The device of the model's parameters (or buffers, if it has none)."""
+        for t in itertools.chain(self.parameters(), self.buffers()):
+            return t.device
+        return torch.device("cpu")
+
+    def _check_solver(self, solver: dict[str, object]) -> dict[str, object]:
+        unknown = sorted(set(solver) - set(self.solver_keys))
+        if unknown and not self.solver_keys:
+            raise TypeError(
+                f"{type(self).__name__} is not a continuous-time model and takes no solver "
+                f"options; got {', '.join(unknown)}"
+            )
+        if unknown:
+            raise TypeError(
+                f"unknown solver option {', '.join(map(repr, unknown))}; "
+                f"{type(self).__name__} takes {', '.join(self.solver_keys)}"
+            )
+        return solver
 
     def _check(
         self, x: Tensor, context: Tensor | None, name: str = "x"

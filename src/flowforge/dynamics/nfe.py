@@ -101,3 +101,13 @@ class NFECounter(nn.Module):
 
     def extra_repr(self) -> str:
         return f"nfe={self.nfe}"
+
+
+def total_nfe(module: nn.Module) -> int | None:
+    """Evaluations counted so far by every :class:`NFECounter` inside ``module`` (a model, or
+    a wrapper around one); ``None`` when it has none, i.e. it is not a continuous-time model.
+
+    Take the difference of two readings to count what happened between them.
+    """
+    found = [m.nfe for m in module.modules() if isinstance(m, NFECounter)]
+    return sum(found) if found else None

@@ -8,11 +8,12 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torchdiffeq import odeint, odeint_adjoint
 
 from .nfe import NFECounter
 
-FIXED_STEP = ("euler", "midpoint", "rk4")
+FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
+# flowforge's names for torchdiffeq's solvers, where they differ.
+_TORCHDIFFEQ_NAMES = {"heun": "heun2"}
 ADAPTIVE = ("dopri5",)
 METHODS = FIXED_STEP + ADAPTIVE
 
@@ -24,8 +25,8 @@ class SolverOptions:
     """How to integrate: a solver by name and its settings.
 
     Attributes:
-        method: ``"euler"``, ``"midpoint"``, ``"rk4"`` (fixed step) or ``"dopri5"`` (adaptive
-            Dormand–Prince 5(4)).
+        method: ``"euler"``, ``"midpoint"``, ``"heun"`` (Heun's second-order method), ``"rk4"``
+            (fixed step) or ``"dopri5"`` (adaptive Dormand–Prince 5(4)).
         steps: number of equal steps over the interval; required by, and only used by, the
             fixed-step methods.
         rtol: relative tolerance of the adaptive method.
@@ -52,7 +53,7 @@ class SolverOptions:
         elif self.steps is not None:
             raise ValueError(
                 f"method {self.method!r} chooses its own steps from rtol/atol; pass steps=None "
-                "or a fixed-step method (euler, midpoint, rk4)"
+                "or a fixed-step method (euler, midpoint, heun, rk4)"
             )
         for name in ("rtol", "atol"):
             value = getattr(self, name)
@@ -106,6 +107,9 @@ def integrate(
     References:
         Neural Ordinary Differential Equations (Chen et al., 2018) https://arxiv.org/abs/1806.07366
     """
+    # torchdiffeq imports SciPy's integrators (most of a second): loaded on first solve.
+    from torchdiffeq import odeint, odeint_adjoint
+
     options = options or SolverOptions()
     counter = field if isinstance(field, NFECounter) else NFECounter(field)
     func = _Bound(counter, context)
@@ -120,7 +124,13 @@ def integrate(
     extra = {"adjoint_params": tuple(func.parameters())} if options.adjoint else {}
     with counter.counting() as block:
         path = solve(
-            func, x, t, method=options.method, rtol=options.rtol, atol=options.atol, **extra
+            func,
+            x,
+            t,
+            method=_TORCHDIFFEQ_NAMES.get(options.method, options.method),
+            rtol=options.rtol,
+            atol=options.atol,
+            **extra,
         )
     final = tuple(p[-1] for p in path) if isinstance(path, tuple) else path[-1]
     return ODESolution(final, block.nfe)

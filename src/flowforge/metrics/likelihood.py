@@ -40,6 +40,7 @@ def nll(
     x: Tensor,
     context: Tensor | None = None,
     batch_size: int = 4096,
+    **solver: object,
 ) -> NLLResult:
     r"""Mean negative log-likelihood :math:`-\frac1n \sum_i \log p(x_i \mid c_i)`, in nats.
 
@@ -58,6 +59,8 @@ def nll(
         x: data ``(n, *event_shape)``, ``n >= 2``, on the model's device and dtype.
         context: conditioning ``(n, *)``, one row per sample, or ``None``.
         batch_size: rows per ``log_prob`` call; the result does not depend on it.
+        **solver: solver options for a continuous-time model's ``log_prob``
+            (e.g. ``method="rk4", steps=16``), passed on unchanged.
 
     Returns:
         The mean, its standard error and ``n``; see :class:`NLLResult`. Divide by the number
@@ -108,9 +111,9 @@ def nll(
         for start in range(0, n, batch_size):
             xb = x[start : start + batch_size]
             if context is None:
-                lp = model.log_prob(xb)
+                lp = model.log_prob(xb, **solver)
             else:
-                lp = model.log_prob(xb, context[start : start + batch_size])
+                lp = model.log_prob(xb, context[start : start + batch_size], **solver)
             if not isinstance(lp, Tensor) or tuple(lp.shape) != (xb.shape[0],):
                 got = tuple(lp.shape) if isinstance(lp, Tensor) else type(lp).__name__
                 raise ValueError(

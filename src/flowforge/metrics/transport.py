@@ -6,7 +6,6 @@ import math
 import warnings
 
 import numpy as np
-import ot
 import torch
 from torch import Tensor
 
@@ -165,6 +164,8 @@ def wasserstein2(x: Tensor, y: Tensor, max_samples: int = 5000) -> float:
         xc = x.detach().to("cpu", torch.float64)
         yc = y.detach().to("cpu", torch.float64)
         cost = torch.cdist(xc, yc, compute_mode="donot_use_mm_for_euclid_dist").square().numpy()
+    import ot  # POT imports scikit-learn: loaded on first use, not with flowforge
+
     a = np.full(n, 1.0 / n)
     b = np.full(m, 1.0 / m)
     # The pivot count stays well below the number of cost entries in practice (about 0.2 N M at

@@ -6,7 +6,7 @@ Example:
     True
 """
 
-from . import discrete  # noqa: F401  (registers the discrete flows)
+from . import continuous, discrete  # noqa: F401  (register the recipes)
 from .registry import Recipe, available, create, recipe, register
 
 __all__ = ["Recipe", "available", "create", "recipe", "register"]

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from ..distributions.model import Model
+from ..dynamics.nfe import total_nfe
 from ..metrics import nll
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -158,6 +159,11 @@ def train(
         _truncate_log(log_file, start)
     bar = _progress(config, info, start)
     window: list[float] = []
+    # Continuous models: function evaluations of each step's forward and backward pass, and
+    # the named terms of the loss (e.g. NLL and regularisers), averaged over the log window.
+    counting = total_nfe(model) is not None
+    nfe_window: list[tuple[int, int]] = []
+    terms_window: list[dict[str, float]] = []
     tick, tick_step = time.perf_counter(), start
     t0 = time.perf_counter() - elapsed
     loss_value, val_value = math.nan, None
@@ -168,12 +174,19 @@ def train(
         for group in optimizer.param_groups:
             group["lr"] = config.lr_at(step)
         x, c = batch(step)
+        nfe_start = total_nfe(model)
         loss = objective(x, c)
+        nfe_forward = total_nfe(model)
         if any_true(not bool(torch.isfinite(loss)), info):
             _close(bar)
             raise TrainingDiverged(step, f"the loss is {loss.item()}", last_checkpoint)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
+        if counting:
+            nfe_window.append((nfe_forward - nfe_start, total_nfe(model) - nfe_forward))
+        terms = _loss_terms(model)
+        if terms:
+            terms_window.append(terms)
         if config.grad_clip is not None:
             nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
@@ -193,8 +206,10 @@ def train(
                 "lr": config.lr_at(step),
                 "steps_per_s": (step - tick_step) / max(now - tick, 1e-9),
                 "time_s": now - t0,
+                **_window_stats(nfe_window, terms_window),
             }
             window, tick, tick_step = [], now, step
+            nfe_window, terms_window = [], []
         evaluate = val_x is not None and (
             step == config.steps or (config.eval_every and step % config.eval_every == 0)
         )
@@ -238,6 +253,32 @@ def _validate(
         return nll(model, x, context=context, batch_size=config.eval_batch_size).mean
     finally:
         model.train(was_training)
+
+
+def _loss_terms(model: nn.Module) -> dict[str, float]:
+    terms: dict[str, float] = {}
+    for m in model.modules():
+        found = getattr(m, "loss_terms", None)
+        if isinstance(found, dict):
+            terms.update(found)
+    return terms
+
+
+def _window_stats(
+    nfe: list[tuple[int, int]], terms: list[dict[str, float]]
+) -> dict[str, float | int]:
+    """Per-step means over a log window: ``nfe`` (forward solve), ``nfe_max``, ``nfe_backward``
+    (the adjoint's backward solves; 0 when backpropagating through the solver) and each loss
+    term as ``loss_NAME``."""
+    out: dict[str, float | int] = {}
+    if nfe:
+        out["nfe"] = sum(f for f, _ in nfe) / len(nfe)
+        out["nfe_max"] = max(f for f, _ in nfe)
+        out["nfe_backward"] = sum(b for _, b in nfe) / len(nfe)
+    for key in dict.fromkeys(k for t in terms for k in t):
+        values = [t[key] for t in terms if key in t]
+        out[f"loss_{key}"] = sum(values) / len(values)
+    return out
 
 
 def _all_finite(model: nn.Module) -> bool:
@@ -325,6 +366,8 @@ def _postfix(record: dict, val: float | None) -> dict[str, str]:
     out = {}
     if "loss" in record:
         out["loss"] = f"{record['loss']:.4f}"
+    if "nfe" in record:
+        out["nfe"] = f"{record['nfe']:.0f}"
     if val is not None:
         out["val_nll"] = f"{val:.4f}"
     return out
