@@ -187,7 +187,7 @@ def test_solver_options_choose_the_solver_and_count_evaluations():
     ("kwargs", "error", "message"),
     [
         ({"solver": "fast"}, TypeError, "unknown solver option 'solver'; CNF takes method"),
-        ({"method": "heun"}, ValueError, "method must be one of euler"),
+        ({"method": "rk45"}, ValueError, "method must be one of euler"),
         ({"method": "rk4"}, ValueError, "steps must be an int >= 1"),
         ({"steps": 0}, ValueError, "steps must be an int >= 1"),
         ({"rtol": -1.0}, ValueError, "rtol must be a positive number"),

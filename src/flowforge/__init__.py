@@ -7,7 +7,7 @@ with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and 
 
 __version__ = "0.1.0"
 
-from . import data, distributions, dynamics, metrics, models, nets, train, transforms
+from . import data, distributions, dynamics, matching, metrics, models, nets, train, transforms
 from .distributions import Flow, Model
 
 
@@ -28,6 +28,7 @@ __all__ = [
     "data",
     "distributions",
     "dynamics",
+    "matching",
     "metrics",
     "models",
     "nets",

@@ -33,9 +33,11 @@ def vector_field(
     time_embedding: str,
     activation: str,
     context_dim: int,
+    zero_output: bool = True,
 ) -> TimeMLP:
-    """A :class:`~flowforge.nets.TimeMLP` whose output layer starts at zero: :math:`v = 0`,
-    the identity flow, which the first solves integrate in a handful of steps."""
+    """A :class:`~flowforge.nets.TimeMLP`; with ``zero_output`` its output layer starts at zero:
+    :math:`v = 0`, the identity flow, which the first solves integrate in a handful of steps
+    (what maximum-likelihood training wants; flow matching regresses and needs no such start)."""
     check_int(context_dim, "context_dim", 0)
     net = TimeMLP(
         dim,
@@ -44,8 +46,9 @@ def vector_field(
         context_features=context_dim,
         activation=_activation(activation),
     )
-    nn.init.zeros_(net.out.weight)
-    nn.init.zeros_(net.out.bias)
+    if zero_output:
+        nn.init.zeros_(net.out.weight)
+        nn.init.zeros_(net.out.bias)
     return net
 
 

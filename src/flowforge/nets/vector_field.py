@@ -88,7 +88,14 @@ class TimeMLP(nn.Module):
         sizes = _check_sizes(hidden)
         self.features = features
         self.time_embedding = time_embedding
-        self.embed = SinusoidalEmbedding(embedding_dim) if time_embedding != "concat" else None
+        # ODE solvers pay for every wiggle of the field in t: frequencies from 10 down to 0.1
+        # radians per unit time (not the diffusion convention of t in [0, 1000]) keep an
+        # untrained field smooth in time, so its first solves take tens of steps, not thousands.
+        self.embed = (
+            SinusoidalEmbedding(embedding_dim, max_period=100.0, scale=10.0)
+            if time_embedding != "concat"
+            else None
+        )
         extra = 1 if time_embedding == "concat" else embedding_dim
         in_features = features + context_features + (0 if time_embedding == "film" else extra)
         dims = (in_features, *sizes)

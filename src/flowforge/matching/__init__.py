@@ -1,0 +1,49 @@
+"""Flow matching: probability paths, couplings, time samplers, the CFM loss and the model.
+
+Built as composition (DESIGN.md): ``scheduler(t)`` gives the path's coefficients,
+``path.sample(x0, x1, t)`` a point and its velocity, ``coupling(x0, x1)`` the pairing,
+``time_sampler(n)`` the times, and :func:`cfm_loss` the regression. A trained
+:class:`FlowMatching` model is a CNF: it gets ``log_prob``, ``encode`` and ``decode`` from
+:mod:`flowforge.dynamics`.
+"""
+
+from .couplings import COUPLINGS, Coupling, IndependentCoupling, OTCoupling, SinkhornCoupling
+from .loss import cfm_loss
+from .model import FlowMatching
+from .paths import PARAMETERIZATIONS, AffinePath, PathSample, SchrodingerBridgePath
+from .schedulers import (
+    SCHEDULERS,
+    CondOTScheduler,
+    CosineScheduler,
+    PolynomialScheduler,
+    Scheduler,
+    SchedulerOutput,
+    VPScheduler,
+)
+from .time import TIME_SAMPLERS, LogitNormalTime, ModeTime, TimeSampler, UniformTime
+
+__all__ = [
+    "COUPLINGS",
+    "PARAMETERIZATIONS",
+    "SCHEDULERS",
+    "TIME_SAMPLERS",
+    "AffinePath",
+    "CondOTScheduler",
+    "CosineScheduler",
+    "Coupling",
+    "FlowMatching",
+    "IndependentCoupling",
+    "LogitNormalTime",
+    "ModeTime",
+    "OTCoupling",
+    "PathSample",
+    "PolynomialScheduler",
+    "Scheduler",
+    "SchedulerOutput",
+    "SchrodingerBridgePath",
+    "SinkhornCoupling",
+    "TimeSampler",
+    "UniformTime",
+    "VPScheduler",
+    "cfm_loss",
+]

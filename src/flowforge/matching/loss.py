@@ -1,0 +1,41 @@
+"""The conditional flow-matching regression."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from torch import Tensor
+
+
+def cfm_loss(
+    prediction: Tensor,
+    target: Tensor,
+    t: Tensor | None = None,
+    weighting: Callable[[Tensor], Tensor] | None = None,
+) -> Tensor:
+    r"""The conditional flow-matching loss
+    :math:`\frac1B \sum_i w(t_i)\, \frac1D \|v_\theta(t_i, x_{t_i}) - \dot x_{t_i}\|^2`.
+
+    Its gradient equals that of the regression onto the (intractable) marginal velocity, so
+    minimising it learns the marginal field (Lipman et al., 2022, Theorem 2).
+
+    Args:
+        prediction: ``(B, *)`` the network's velocity at ``(t, x_t)``.
+        target: ``(B, *)`` the conditional velocity ``dx_t`` of the path.
+        t: ``(B,)`` times, needed with ``weighting``.
+        weighting: optional :math:`w(t) \ge 0`, ``(B,) -> (B,)``; none weighs all times alike.
+
+    Returns:
+        A scalar.
+    """
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
+            f"and {tuple(target.shape)}"
+        )
+    per_sample = (prediction - target).square().flatten(1).mean(dim=1)
+    if weighting is None:
+        return per_sample.mean()
+    if t is None:
+        raise ValueError("a weighting needs the times t")
+    return (weighting(t) * per_sample).mean()

@@ -1,0 +1,282 @@
+"""Flow matching against ground truth: path derivatives by jvp, scheduler derivatives by
+autograd, the OT coupling against brute force, time samplers against their laws, and the
+Gaussian-to-Gaussian marginal velocity recovered by training."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+
+import flowforge as ff
+from flowforge.matching import (
+    AffinePath,
+    CondOTScheduler,
+    CosineScheduler,
+    IndependentCoupling,
+    LogitNormalTime,
+    ModeTime,
+    OTCoupling,
+    PolynomialScheduler,
+    SchrodingerBridgePath,
+    SinkhornCoupling,
+    UniformTime,
+    VPScheduler,
+    cfm_loss,
+)
+
+SCHEDULERS = {
+    "condot": CondOTScheduler(),
+    "condot-sigma-min": CondOTScheduler(0.1),
+    "cosine": CosineScheduler(),
+    "polynomial": PolynomialScheduler(3.0),
+    "vp": VPScheduler(),
+}
+T = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_scheduler_derivatives_match_autograd(name):
+    s = SCHEDULERS[name]
+    out = s(T)
+    for value, deriv in (("alpha_t", "d_alpha_t"), ("sigma_t", "d_sigma_t")):
+        t = T.clone().requires_grad_(True)
+        (grad,) = torch.autograd.grad(getattr(s(t), value).sum(), t)
+        torch.testing.assert_close(getattr(out, deriv), grad, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", SCHEDULERS)
+def test_schedulers_run_from_noise_to_data(name):
+    out = SCHEDULERS[name](torch.tensor([0.0, 1.0], dtype=torch.float64))
+    assert out.alpha_t[0] < 0.01 and out.sigma_t[0] == pytest.approx(1.0, abs=1e-4)
+    assert out.alpha_t[1] == pytest.approx(1.0) and out.sigma_t[1] < 0.11
+    mid = SCHEDULERS[name](T)
+    assert (mid.d_alpha_t > 0).all() and (mid.d_sigma_t < 0).all()
+
+
+PATHS = {name: AffinePath(s) for name, s in SCHEDULERS.items()}
+
+
+@pytest.mark.parametrize("name", [*PATHS, "bridge"])
+def test_path_velocity_is_the_time_derivative(name):
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(25, 3, dtype=torch.float64), torch.randn(25, 3, dtype=torch.float64)
+    if name == "bridge":
+        path, noise = SchrodingerBridgePath(0.7), torch.randn(25, 3, dtype=torch.float64)
+
+        def x_t(t):
+            return path.sample(x0, x1, t, noise).x_t
+
+        dx = path.sample(x0, x1, T, noise).dx_t
+    else:
+        path = PATHS[name]
+
+        def x_t(t):
+            return path.sample(x0, x1, t).x_t
+
+        dx = path.sample(x0, x1, T).dx_t
+    _, jvp = torch.func.jvp(x_t, (T,), (torch.ones_like(T),))
+    torch.testing.assert_close(dx, jvp, rtol=1e-7, atol=1e-9)
+
+
+@pytest.mark.parametrize("name", PATHS)
+def test_parameterisations_convert_both_ways(name):
+    path = PATHS[name]
+    torch.manual_seed(1)
+    x0, x1 = torch.randn(25, 4, dtype=torch.float64), torch.randn(25, 4, dtype=torch.float64)
+    s = path.sample(x0, x1, T)
+    truth = {"velocity": s.dx_t, "x1": x1, "epsilon": x0}
+    for source, target in itertools.permutations(truth, 2):
+        got = path.convert(truth[source], s.x_t, T, source, target)
+        torch.testing.assert_close(got, truth[target], rtol=1e-6, atol=1e-8)
+    with pytest.raises(ValueError, match="target must be one of velocity, x1, epsilon"):
+        path.convert(x1, s.x_t, T, "x1", "score")
+
+
+def _cost(x0, x1, idx):
+    return (x0[idx] - x1).square().sum().item()
+
+
+@pytest.mark.parametrize("n", [2, 4, 6])
+def test_ot_coupling_is_the_best_permutation(n):
+    for seed in range(5):
+        g = torch.Generator().manual_seed(seed)
+        x0, x1 = torch.randn(n, 3, generator=g), torch.randn(n, 3, generator=g) + 1
+        idx = OTCoupling().pair(x0, x1)
+        assert sorted(idx.tolist()) == list(range(n))  # a permutation: every noise row once
+        best = min(_cost(x0, x1, torch.tensor(p)) for p in itertools.permutations(range(n)))
+        assert _cost(x0, x1, idx) == pytest.approx(best, rel=1e-6)
+        re0, re1 = OTCoupling()(x0, x1)
+        assert torch.equal(re1, x1) and torch.equal(re0, x0[idx])
+
+
+def test_sinkhorn_coupling_moves_between_ot_and_independent():
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64) + 2
+    ot_idx = OTCoupling().pair(x0, x1)
+    # Small sigma: the entropic plan is nearly the OT permutation.
+    sharp = SinkhornCoupling(sigma=0.05, max_iter=20_000).pair(x0, x1)
+    assert (sharp == ot_idx).double().mean() > 0.8
+    # Large sigma: nearly independent, so the mean cost is that of a random pairing.
+    blurred = [_cost(x0, x1, SinkhornCoupling(sigma=20.0).pair(x0, x1)) for _ in range(30)]
+    independent = torch.cdist(x0, x1).square().mean().item() * 64
+    assert sum(blurred) / 30 == pytest.approx(independent, rel=0.1)
+    assert _cost(x0, x1, ot_idx) < 0.8 * independent
+
+
+def test_couplings_reject_mismatched_batches():
+    for coupling in (IndependentCoupling(), OTCoupling(), SinkhornCoupling()):
+        with pytest.raises(ValueError, match="same shape"):
+            coupling.pair(torch.zeros(4, 2), torch.zeros(5, 2))
+
+
+def test_time_samplers_follow_their_laws():
+    g = torch.Generator().manual_seed(0)
+    n = 200_000
+    u = UniformTime()(n, generator=g, dtype=torch.float64)
+    assert 0 <= u.min() and u.max() <= 1 and abs(u.mean().item() - 0.5) < 0.005
+    ln = LogitNormalTime(loc=1.0, scale=0.5)(n, generator=g, dtype=torch.float64)
+    assert ln.median().item() == pytest.approx(1 / (1 + math.exp(-1.0)), abs=0.005)
+    logit = torch.log(ln / (1 - ln))
+    assert logit.std().item() == pytest.approx(0.5, abs=0.01)
+    m = ModeTime(scale=1.0)(n, generator=g, dtype=torch.float64)
+    assert 0 <= m.min() and m.max() <= 1
+    # Mode sampling with s > 0 puts more mass in the middle than uniform does.
+    assert ((m - 0.5).abs() < 0.25).double().mean() > 0.55
+    assert torch.allclose(
+        ModeTime(scale=0.0)(10, generator=torch.Generator().manual_seed(3)),
+        UniformTime()(10, generator=torch.Generator().manual_seed(3)),
+    )
+    # shift > 1 moves every time towards the noise (t = 0).
+    a = UniformTime(shift=3.0)(1000, generator=torch.Generator().manual_seed(5))
+    b = UniformTime()(1000, generator=torch.Generator().manual_seed(5))
+    assert (a <= b + 1e-7).all() and a.mean() < b.mean() - 0.1
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: CondOTScheduler(1.0), "sigma_min must be a number in"),
+        (lambda: PolynomialScheduler(0), "exponent n must be > 0"),
+        (lambda: VPScheduler(2.0, 1.0), "beta_min <= beta_max"),
+        (lambda: SchrodingerBridgePath(0.0), "sigma must be a positive number"),
+        (lambda: SinkhornCoupling(-1.0), "sigma must be a positive number"),
+        (lambda: LogitNormalTime(scale=0.0), "scale must be a positive number"),
+        (lambda: ModeTime(scale=3.0), "mode scale must be in"),
+        (lambda: UniformTime(shift=0.0), "shift must be a positive number"),
+    ],
+)
+def test_bad_settings_are_named(make, message):
+    with pytest.raises(ValueError, match=message):
+        make()
+
+
+def test_cfm_loss_weights_times():
+    v, u = torch.ones(4, 2), torch.zeros(4, 2)
+    t = torch.tensor([0.0, 0.5, 0.5, 1.0])
+    assert cfm_loss(v, u).item() == pytest.approx(1.0)
+    assert cfm_loss(v, u, t, lambda t: 2 * t).item() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="a weighting needs the times"):
+        cfm_loss(v, u, weighting=lambda t: t)
+
+
+def test_training_recovers_the_gaussian_marginal_velocity():
+    # Data N(mu, s^2) per coordinate, noise N(0, 1), linear path, independent pairs: the
+    # marginal velocity is E[x1 - x0 | x_t = x] = mu + (t s^2 - (1 - t)) / var_t (x - t mu),
+    # var_t = t^2 s^2 + (1 - t)^2.
+    torch.manual_seed(0)
+    mu, s = torch.tensor([1.5, -1.0]), torch.tensor([0.5, 2.0])
+    data = mu + s * torch.randn(20_000, 2)
+    model = ff.models.create("rectified", dim=2, hidden=(64, 64), time_embedding="sinusoidal")
+    config = ff.train.TrainConfig(
+        steps=1500, batch_size=512, lr=3e-3, progress=False, ema_decay=0, device="cpu"
+    )
+    ff.train.train(model, data, config)
+    for t in (0.25, 0.5, 0.75):
+        var = t**2 * s**2 + (1 - t) ** 2
+        x = t * mu + var.sqrt() * torch.linspace(-1.5, 1.5, 7)[:, None]
+        exact = mu + (t * s**2 - (1 - t)) / var * (x - t * mu)
+        with torch.no_grad():
+            learned = model.field(torch.tensor(t), x)
+        # Velocities here reach about 3.7; the fit is good to a few percent.
+        assert (learned - exact).abs().max() < 0.25, (t, learned - exact)
+    # The trained model is a CNF: its exact likelihood approaches the data's entropy.
+    entropy = (0.5 * torch.log(2 * math.pi * math.e * s**2)).sum().item()
+    nll = ff.metrics.nll(model.eval(), mu + s * torch.randn(2000, 2)).mean
+    assert nll < entropy + 0.05, (nll, entropy)
+    # A few RK4 steps (NFE 16) already sample the data law.
+    with torch.no_grad():
+        x = model.sample(4000, method="rk4", steps=4)
+    assert (x.mean(0) - mu).abs().max() < 0.1 and (x.std(0) / s - 1).abs().max() < 0.1
+
+
+PATH_COUPLINGS = [
+    ("condot", "independent"),
+    ("cosine", "ot"),
+    ("polynomial", "independent"),
+    ("vp", "independent"),
+    ("bridge", "sinkhorn"),
+]
+
+
+@pytest.mark.parametrize(("path", "coupling"), PATH_COUPLINGS)
+def test_model_identities_hold_for_every_path_and_coupling(path, coupling):
+    from helpers import autograd_ladj, perturb
+
+    torch.manual_seed(0)
+    model = ff.models.create(
+        "fm", dim=3, hidden=(32, 32), path=path, coupling=coupling, rtol=1e-9, atol=1e-9
+    ).double()
+    x = torch.randn(64, 3, dtype=torch.float64)
+    loss = model.loss(x)
+    loss.backward()
+    assert loss.item() > 0 and all(p.grad is not None for p in model.parameters())
+    assert model.loss_terms["cfm"] == pytest.approx(loss.item())
+    perturb(model, 0.05).eval()
+    x = x[:6]
+    z = model.encode(x)
+    torch.testing.assert_close(model.decode(z), x, atol=1e-6, rtol=1e-6)
+    expected = model.base.log_prob(z) + autograd_ladj(model.encode, x)
+    torch.testing.assert_close(model.log_prob(x), expected, atol=1e-6, rtol=1e-6)
+
+
+def test_flow_matching_training_costs_one_evaluation_per_step(tmp_path):
+    model = ff.models.create("otfm", dim=2, hidden=(16,))
+    config = ff.train.TrainConfig(steps=4, batch_size=32, log_every=1, progress=False, device="cpu")
+    ff.train.train(model, torch.randn(128, 2), config, run_dir=tmp_path)
+    import json
+
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert all(r["nfe"] == 1 and r["nfe_backward"] == 0 and "loss_cfm" in r for r in records)
+
+
+def test_heun_sampling_costs_two_evaluations_per_step():
+    model = ff.models.create("fm", dim=2, hidden=(8,))
+    model.sample(5, method="heun", steps=3)
+    assert model.last_nfe == 6
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"path": "spiral"}, "path must be one of condot, cosine"),
+        ({"coupling": "greedy"}, "coupling must be one of independent, ot, sinkhorn"),
+        ({"time_sampler": "beta"}, "time_sampler must be one of uniform, logit-normal, mode"),
+        ({"sigma_min": 1.5}, "sigma_min must be a number in"),
+        ({"shift": -1.0}, "shift must be a positive number"),
+        ({"activation": "relu"}, "activation must be one of"),
+    ],
+)
+def test_recipe_options_are_checked(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ff.models.create("fm", dim=2, **kwargs)
+
+
+def test_presets_differ_only_in_their_documented_defaults():
+    options = {n: ff.models.recipe(n).options() for n in ("fm", "rectified", "otfm", "sbfm")}
+    assert options["fm"]["sigma_min"] == 1e-4 and options["rectified"]["sigma_min"] == 0.0
+    assert options["otfm"]["coupling"] == "ot"
+    assert options["sbfm"]["path"] == "bridge" and options["sbfm"]["coupling"] == "sinkhorn"
+    assert isinstance(ff.models.create("otfm", dim=2).coupling, OTCoupling)
