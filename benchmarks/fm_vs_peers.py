@@ -23,7 +23,7 @@ Reproduce (peers are a benchmark-only extra: ``pip install -e ".[bench]"``; torc
 flow_matching's training code needs only torch, numpy and POT, so
 ``pip install --no-deps torchcfm flow_matching`` keeps the CPU torch)::
 
-    python benchmarks/fm_vs_peers.py             # 3 seeds x 5,000 steps
+    python benchmarks/fm_vs_peers.py             # 3 seeds x 5 trainings x 5,000 steps; ~25 min
     python benchmarks/fm_vs_peers.py --quick     # smoke test
 """
 
@@ -197,6 +197,39 @@ def train_and_evaluate(
     return result
 
 
+def step_timing(batch: Tensor, rounds: int, steps: int, lr: float) -> dict[str, Any]:
+    """Median training-step time per library, measured round-robin: ``rounds`` rounds, each
+    timing ``steps`` steps of every library in turn on fresh models, so that slow spells of a
+    shared machine and the order of the runs hit all libraries alike."""
+    trainers = {}
+    for lib in LIBRARIES:
+        torch.manual_seed(0)
+        trainer = Trainer(lib)
+        trainers[lib] = (trainer, torch.optim.Adam(trainer.net.parameters(), lr=lr))
+    times: dict[str, list[float]] = {lib: [] for lib in LIBRARIES}
+    for r in range(rounds + 1):  # round 0 warms up
+        for lib, (trainer, optimizer) in trainers.items():
+            for _ in range(steps):
+                start = time.perf_counter()
+                optimizer.zero_grad(set_to_none=True)
+                trainer.loss(batch).backward()
+                optimizer.step()
+                if r:
+                    times[lib].append(time.perf_counter() - start)
+    medians = {lib: 1e3 * statistics.median(t) for lib, t in times.items()}
+    ratios = {
+        "rectified / torchcfm I-CFM": medians["flowforge rectified"] / medians["torchcfm I-CFM"],
+        "rectified / flow_matching CondOT": medians["flowforge rectified"]
+        / medians["flow_matching CondOT"],
+        "otfm / torchcfm OT-CFM": medians["flowforge otfm"] / medians["torchcfm OT-CFM"],
+    }
+    print(
+        "  round-robin step medians (ms): " + ", ".join(f"{k} {v:.2f}" for k, v in medians.items())
+    )
+    print("  ratios: " + ", ".join(f"{k} {v:.3f}" for k, v in ratios.items()), flush=True)
+    return {"rounds": rounds, "steps_per_round": steps, "median_step_ms": medians, "ratios": ratios}
+
+
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     keys = [str(n) for n in (*NFES, "adaptive")]
     table = {}
@@ -275,18 +308,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--seeds", default="0,1,2")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--test-size", type=int, default=20_000)
-    p.add_argument("--samples", type=int, default=5000, help="samples for the energy distance")
-    p.add_argument("--speed-points", type=int, default=20_000)
+    p.add_argument("--test-size", type=int, default=5000)
+    p.add_argument("--samples", type=int, default=3000, help="samples for the energy distance")
+    p.add_argument("--speed-points", type=int, default=5000)
     p.add_argument("--out", type=Path, default=None)
+    p.add_argument("--timing-rounds", type=int, default=10, help="round-robin step timing")
+    p.add_argument("--timing-steps", type=int, default=100, help="steps per library per round")
+    p.add_argument(
+        "--timing-only",
+        action="store_true",
+        help="only the round-robin step timing (writes fm_vs_peers_timing.json)",
+    )
     p.add_argument("--quick", action="store_true", help="smoke test: 200 steps, 1 seed")
     args = p.parse_args(argv)
     if args.quick:
         args.steps, args.seeds, args.test_size, args.samples = 200, "0", 2000, 1000
         args.speed_points = 2000
+    if args.quick:
+        args.timing_rounds, args.timing_steps = 2, 20
     if args.out is None:
+        name = "fm_vs_peers_timing" if args.timing_only else "fm_vs_peers"
         args.out = Path("benchmarks/results") / (
-            "fm_vs_peers_quick.json" if args.quick else "fm_vs_peers.json"
+            f"{name}_quick.json" if args.quick else f"{name}.json"
         )
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not args.seed_list or TEST_SEED in args.seed_list or args.steps <= WARMUP_STEPS:
@@ -300,6 +343,21 @@ def main(argv: list[str] | None = None) -> None:
     test, load_start = prepare(args, peers, TEST_SEED)
     fresh = ff.data.checkerboard(args.samples, seed=TEST_SEED + 1)
     start = time.perf_counter()
+    batch = ff.data.checkerboard(args.batch_size, seed=args.seed_list[0])
+    if args.timing_only:
+        timing = step_timing(batch, args.timing_rounds, args.timing_steps, args.lr)
+        write_report(
+            args.out,
+            {
+                "environment": environment(
+                    {"torchcfm": torchcfm.__version__, "flow_matching": flow_matching.__version__},
+                    load_start,
+                ),
+                "total_wall_s": time.perf_counter() - start,
+                "timing": timing,
+            },
+        )
+        return
     runs = interleaved_runs(
         args.seed_list,
         args.steps,
@@ -310,6 +368,9 @@ def main(argv: list[str] | None = None) -> None:
         ),
     )
     summary = summarize(runs)
+    summary["round_robin_timing"] = step_timing(
+        batch, args.timing_rounds, args.timing_steps, args.lr
+    )
     table = markdown_table(summary)
     print()
     print(table)

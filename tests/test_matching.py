@@ -280,3 +280,33 @@ def test_presets_differ_only_in_their_documented_defaults():
     assert options["otfm"]["coupling"] == "ot"
     assert options["sbfm"]["path"] == "bridge" and options["sbfm"]["coupling"] == "sinkhorn"
     assert isinstance(ff.models.create("otfm", dim=2).coupling, OTCoupling)
+
+
+def _global_pairing_worker(rank: int, world: int, init: str, x0, x1, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        b = x1.shape[0] // world
+        mine = slice(rank * b, (rank + 1) * b)
+        paired, data = OTCoupling()(x0[mine], x1[mine])
+        torch.save({"paired": paired, "data": data}, f"{out}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_ot_coupling_is_solved_over_the_global_batch_under_ddp(tmp_path):
+    # Two processes, each with half the noise and half the data: every data row must get the
+    # noise row the exact OT solution over the *whole* batch gives it (torchcfm pairs per
+    # process, which is a different, worse coupling).
+    torch.manual_seed(0)
+    x0, x1 = torch.randn(16, 2, dtype=torch.float64), torch.randn(16, 2, dtype=torch.float64) + 1
+    init = f"file://{tmp_path / 'store'}"
+    out = str(tmp_path / "pairs")
+    torch.multiprocessing.spawn(
+        _global_pairing_worker, args=(2, init, x0, x1, out), nprocs=2, join=True
+    )
+    results = [torch.load(f"{out}.{r}") for r in range(2)]
+    paired = torch.cat([r["paired"] for r in results])
+    torch.testing.assert_close(torch.cat([r["data"] for r in results]), x1)
+    torch.testing.assert_close(paired, x0[OTCoupling().pair(x0, x1)])

@@ -21,14 +21,15 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
     """
     if not isinstance(x, Tensor):
         raise TypeError(f"{name} must be a torch.Tensor, got {type(x).__name__}")
-    expected = _shape(("B", *event_shape))
     if x.ndim != 1 + len(event_shape):
         raise ValueError(
-            f"{name} must have shape {expected} ({1 + len(event_shape)} dimensions), "
-            f"got {tuple(x.shape)} ({x.ndim} dimensions)"
+            f"{name} must have shape {_shape(('B', *event_shape))} "
+            f"({1 + len(event_shape)} dimensions), got {tuple(x.shape)} ({x.ndim} dimensions)"
         )
     if tuple(x.shape[1:]) != tuple(event_shape):
-        raise ValueError(f"{name} must have shape {expected}, got {tuple(x.shape)}")
+        raise ValueError(
+            f"{name} must have shape {_shape(('B', *event_shape))}, got {tuple(x.shape)}"
+        )
     if x.shape[0] == 0:
         raise ValueError(f"{name} must hold at least one sample, got shape {tuple(x.shape)}")
     if not x.dtype.is_floating_point:
@@ -68,6 +69,8 @@ def check_count(n: object, name: str = "n") -> int:
 
 def check_finite_rows(x: Tensor, name: str) -> None:
     """Raise ``ValueError`` saying how many (and which) rows of ``x (B, *)`` are not finite."""
+    if bool(torch.isfinite(x).all()):  # the common case: one reduction, no per-row work
+        return
     finite = torch.isfinite(x.reshape(x.shape[0], -1)).all(dim=1)
     if not bool(finite.all()):
         bad = (~finite).nonzero().squeeze(1)

@@ -72,6 +72,10 @@ class IndependentCoupling(Coupling):
     name = "independent"
     global_batch = False
 
+    def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        _check_pair(x0, x1)
+        return x0, x1  # already paired: no gather needed
+
     def _solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         return torch.arange(x1.shape[0], device=x1.device)
 
