@@ -117,15 +117,19 @@ class SinkhornCoupling(Coupling):
     Args:
         sigma: :math:`\sigma > 0`, as for :class:`~flowforge.matching.SchrodingerBridgePath`.
         max_iter: Sinkhorn iterations at most.
+        tol: stop when the plan's marginals are this close to uniform (POT's ``stopThr``); POT's
+            default 1e-9 costs ten times the iterations of 1e-6 for no visible change in the
+            pairs (marginal errors of 1e-7 on 256-row checkerboard batches).
     """
 
     name = "sinkhorn"
 
-    def __init__(self, sigma: float = 0.5, max_iter: int = 1000):
+    def __init__(self, sigma: float = 0.5, max_iter: int = 1000, tol: float = 1e-6):
         if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
             raise ValueError(f"sigma must be a positive number, got {sigma!r}")
         self.sigma = float(sigma)
         self.max_iter = int(max_iter)
+        self.tol = float(tol)
 
     def _solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         import ot
@@ -140,6 +144,7 @@ class SinkhornCoupling(Coupling):
             2 * self.sigma**2,
             method="sinkhorn_log",
             numItermax=self.max_iter,
+            stopThr=self.tol,
             warn=False,
         )
         columns = plan.T.clamp_min(0)
