@@ -120,7 +120,18 @@ def _is_main() -> bool:
 # -- sample ------------------------------------------------------------------------------------
 
 
-def _add_solver_flag(p: argparse.ArgumentParser) -> None:
+def _add_loading_flags(p: argparse.ArgumentParser) -> None:
+    """Which weights of a run to load, where, and how a continuous model integrates."""
+    p.add_argument(
+        "--weights",
+        choices=("best", "last"),
+        default="best",
+        help="best: the weights of the best validation NLL (default); last: the last checkpoint",
+    )
+    p.add_argument(
+        "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
+    )
+    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     p.add_argument(
         "--solver",
         action="append",
@@ -129,6 +140,12 @@ def _add_solver_flag(p: argparse.ArgumentParser) -> None:
         help="continuous models: a solver option, e.g. --solver method=rk4 --solver steps=8, "
         "--solver divergence=hutchinson (repeatable; default: adaptive dopri5, exact)",
     )
+
+
+def _load_run(args: argparse.Namespace):
+    from ..train import load
+
+    return load(args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights)
 
 
 def register_sample(sub) -> None:
@@ -142,17 +159,7 @@ def register_sample(sub) -> None:
     p.add_argument("--out", help="write the samples to this .npy or .csv file")
     p.add_argument("--plot", help="write a figure of the samples beside the data (.png/.pdf)")
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
-    p.add_argument(
-        "--weights",
-        choices=("best", "last"),
-        default="best",
-        help="best: the weights of the best validation NLL (default); last: the last checkpoint",
-    )
-    p.add_argument(
-        "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
-    )
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    _add_solver_flag(p)
+    _add_loading_flags(p)
     p.set_defaults(handler=run_sample)
 
 
@@ -161,16 +168,14 @@ def run_sample(args: argparse.Namespace) -> int:
     import torch
 
     from .. import viz
-    from ..train import load, load_dataset
+    from ..train import load_dataset
     from ..train.checkpoint import write_atomic
 
     if args.n < 1:
         raise ValueError(f"-n must be a positive number of samples, got {args.n}")
     if args.out and Path(args.out).suffix not in (".npy", ".csv"):
         raise ValueError(f"--out must end with .npy or .csv, got {args.out}")
-    model, config = load(
-        args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights
-    )
+    model, config = _load_run(args)
     torch.manual_seed(args.seed)
     with torch.no_grad():
         x = model.sample(args.n, **parse_assignments(args.solver, "--solver")).cpu()
@@ -224,28 +229,15 @@ def register_evaluate(sub) -> None:
         "--samples", type=int, default=5000, help="samples drawn for the distances (default 5000)"
     )
     p.add_argument("--out", help="also write the JSON to this file")
-    p.add_argument(
-        "--weights",
-        choices=("best", "last"),
-        default="best",
-        help="best: the weights of the best validation NLL (default); last: the last checkpoint",
-    )
-    p.add_argument(
-        "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
-    )
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
-    _add_solver_flag(p)
+    _add_loading_flags(p)
     p.set_defaults(handler=run_evaluate)
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
-    from ..train import load
     from ..train.checkpoint import write_json_atomic
     from .report import evaluate_model
 
-    model, config = load(
-        args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights
-    )
+    model, config = _load_run(args)
     result = evaluate_model(
         model,
         config,

@@ -31,18 +31,20 @@ class Coupling:
     global_batch = True
 
     def pair(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """Indices ``(B,)`` into ``x0``: data row ``j`` is paired with ``x0[idx[j]]``."""
+        """Indices ``(B,)`` into ``x0``: data row ``j`` is paired with ``x0[idx[j]]`` (under DDP,
+        into the noise gathered from all processes, in rank order)."""
         _check_pair(x0, x1)
         if self.global_batch and _distributed():
-            return self._pair_global(x0, x1)
+            return self._pair_global(x0, x1)[1]
         return self._solve(x0.flatten(1), x1.flatten(1))
 
     def __call__(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
         """The re-paired batch ``(x0', x1)``: noise re-ordered to match the data."""
+        _check_pair(x0, x1)
         if self.global_batch and _distributed():
-            _check_pair(x0, x1)
-            return self._gathered(x0)[self._pair_global(x0, x1)], x1
-        return x0[self.pair(x0, x1)], x1
+            noise, idx = self._pair_global(x0, x1)
+            return noise[idx], x1
+        return x0[self._solve(x0.flatten(1), x1.flatten(1))], x1
 
     def _solve(self, x0: Tensor, x1: Tensor) -> Tensor:
         raise NotImplementedError
@@ -52,13 +54,14 @@ class Coupling:
         dist.all_gather(parts, x.contiguous())
         return torch.cat(parts)
 
-    def _pair_global(self, x0: Tensor, x1: Tensor) -> Tensor:
-        """Indices into the *gathered* noise for this process's data rows."""
+    def _pair_global(self, x0: Tensor, x1: Tensor) -> tuple[Tensor, Tensor]:
+        """The gathered noise of all processes and, for this process's data rows, indices into
+        it."""
         g0, g1 = self._gathered(x0), self._gathered(x1)
         idx = self._solve(g0.flatten(1), g1.flatten(1))
         dist.broadcast(idx, src=0)  # one solution everywhere, whatever each solver's randomness
         b, rank = x1.shape[0], dist.get_rank()
-        return idx[rank * b : (rank + 1) * b]
+        return g0, idx[rank * b : (rank + 1) * b]
 
     def __repr__(self) -> str:
         fields = ", ".join(f"{k}={v!r}" for k, v in vars(self).items())
