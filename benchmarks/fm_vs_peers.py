@@ -4,8 +4,9 @@ Five trainings per seed on the 2-D checkerboard, all with the *same* vector-fiel
 of ``[x, t]``, 3 hidden layers of 256, SiLU, built fresh after ``torch.manual_seed(seed)``), the
 same pre-generated data batches, Adam (lr 1e-3) and the same number of steps:
 
-* ``flowforge rectified`` — independent pairs, linear path (``ff.models.create("rectified")``);
-* ``flowforge otfm`` — exact minibatch OT pairs, linear path (``"otfm"``);
+* ``flowforge rectified`` — independent pairs, linear path, stratified times
+  (``ff.models.create("rectified")``);
+* ``flowforge otfm`` — exact minibatch OT pairs, linear path, stratified times (``"otfm"``);
 * ``torchcfm I-CFM`` — ``ConditionalFlowMatcher(sigma=0)``;
 * ``torchcfm OT-CFM`` — ``ExactOptimalTransportConditionalFlowMatcher(sigma=0)``;
 * ``flow_matching CondOT`` — ``AffineProbPath(CondOTScheduler())``, independent pairs.
@@ -23,13 +24,14 @@ Reproduce (peers are a benchmark-only extra: ``pip install -e ".[bench]"``; torc
 flow_matching's training code needs only torch, numpy and POT, so
 ``pip install --no-deps torchcfm flow_matching`` keeps the CPU torch)::
 
-    python benchmarks/fm_vs_peers.py             # 3 seeds x 5 trainings x 5,000 steps; ~25 min
+    python benchmarks/fm_vs_peers.py             # 3 seeds x 5 trainings x 5,000 steps; ~20 min
     python benchmarks/fm_vs_peers.py --quick     # smoke test
 """
 
 from __future__ import annotations
 
 import argparse
+import random
 import statistics
 import sys
 import time
@@ -199,16 +201,20 @@ def train_and_evaluate(
 
 def step_timing(batch: Tensor, rounds: int, steps: int, lr: float) -> dict[str, Any]:
     """Median training-step time per library, measured round-robin: ``rounds`` rounds, each
-    timing ``steps`` steps of every library in turn on fresh models, so that slow spells of a
-    shared machine and the order of the runs hit all libraries alike."""
+    timing ``steps`` steps of every library in turn (in a random order per round) on fresh
+    models, so that slow spells of a shared machine and the order of the runs hit all libraries
+    alike."""
     trainers = {}
     for lib in LIBRARIES:
         torch.manual_seed(0)
         trainer = Trainer(lib)
         trainers[lib] = (trainer, torch.optim.Adam(trainer.net.parameters(), lr=lr))
     times: dict[str, list[float]] = {lib: [] for lib in LIBRARIES}
+    order = random.Random(0)
     for r in range(rounds + 1):  # round 0 warms up
-        for lib, (trainer, optimizer) in trainers.items():
+        # A fresh order each round: no library always follows the same one.
+        for lib in order.sample(LIBRARIES, len(LIBRARIES)):
+            trainer, optimizer = trainers[lib]
             for _ in range(steps):
                 start = time.perf_counter()
                 optimizer.zero_grad(set_to_none=True)

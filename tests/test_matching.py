@@ -155,6 +155,32 @@ def test_time_samplers_follow_their_laws():
     assert (a <= b + 1e-7).all() and a.mean() < b.mean() - 0.1
 
 
+def test_stratified_times_keep_the_law_and_cover_every_stratum():
+    n, draws = 64, 4000
+    g = torch.Generator().manual_seed(0)
+    for sampler in (
+        UniformTime(stratified=True),
+        LogitNormalTime(loc=0.5, scale=0.8, stratified=True),
+        ModeTime(scale=1.0, stratified=True),
+    ):
+        plain = type(sampler)(**{**vars(sampler), "stratified": False})
+        t = torch.stack([sampler(n, generator=g, dtype=torch.float64) for _ in range(draws)])
+        ref = plain(n * draws, generator=g, dtype=torch.float64)
+        # Same marginal law: every decile matches the independent sampler's.
+        q = torch.linspace(0.1, 0.9, 9, dtype=torch.float64)
+        assert torch.allclose(t.flatten().quantile(q), ref.quantile(q), atol=0.01)
+        # A lower-variance batch mean: the point of stratifying.
+        assert t.mean(dim=1).var() < 0.1 * ref.view(draws, n).mean(dim=1).var()
+    # Uniform: exactly one time per stratum [k/n, (k+1)/n), in random order.
+    t = UniformTime(stratified=True)(n, generator=g, dtype=torch.float64)
+    assert torch.equal((t * n).floor().sort().values, torch.arange(n, dtype=torch.float64))
+    assert not torch.equal(t, t.sort().values)
+    with pytest.raises(ValueError, match="stratified must be True or False"):
+        UniformTime(stratified=1)
+    assert ff.models.create("otfm", dim=2).time_sampler.stratified
+    assert not ff.models.create("fm", dim=2, stratified=False).time_sampler.stratified
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [

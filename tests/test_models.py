@@ -25,8 +25,13 @@ C = 3
 def options(name: str) -> dict:
     """Continuous models solve to a tolerance far below the tests' 1e-6, with a smaller field
     than their default (the identities are the solver's and the divergence's, not the width's;
-    at 1e-9 in 64-D a 256-wide field makes these tests minutes long)."""
-    return {"rtol": 1e-9, "atol": 1e-9, "hidden": (64, 64)} if name in CONTINUOUS else {}
+    at 1e-9 in 64-D a 256-wide field makes these tests minutes long). Residual flows invert by
+    fixed-point iteration, here to 1e-12, with fewer, smaller blocks."""
+    if name in CONTINUOUS:
+        return {"rtol": 1e-9, "atol": 1e-9, "hidden": (64, 64)}
+    if name == "resflow":
+        return {"tol": 1e-12, "layers": 3, "hidden": (32, 32)}
+    return {}
 
 
 def build(name: str, d: int, context_dim: int = 0, seed: int = 0, **extra) -> ff.Model:
@@ -189,7 +194,7 @@ def test_bad_sample_counts(plain, n, error):
 
 
 def test_registry_lists_the_families_in_order_of_publication():
-    assert MODELS[:6] == ["nice", "realnvp", "nsf", "maf", "iaf", "nsf-ar"]
+    assert MODELS[:7] == ["nice", "realnvp", "nsf", "maf", "iaf", "nsf-ar", "resflow"]
     assert {"ffjord", "fm", "rectified", "otfm", "sbfm"} <= set(CONTINUOUS)
 
 
@@ -219,6 +224,12 @@ def test_registry_lists_the_families_in_order_of_publication():
         ("ffjord", {"dim": 2, "steps": 8}, ValueError, "chooses its own steps"),
         ("ffjord", {"dim": 2, "rtol": 0.0}, ValueError, "rtol must be a positive number"),
         ("ffjord", {"dim": 2, "hidden": (0,)}, ValueError, "hidden sizes"),
+        ("resflow", {"dim": 2, "coeff": 1.0}, ValueError, "coeff must be a number in"),
+        ("resflow", {"dim": 2, "estimator": "hutch"}, ValueError, "estimator must be one of"),
+        ("resflow", {"dim": 2, "eval_estimator": "x"}, ValueError, "eval_estimator must be"),
+        ("resflow", {"dim": 2, "p": 1.5}, ValueError, "p must be"),
+        ("resflow", {"dim": 2, "distribution": "uniform"}, ValueError, "distribution must be"),
+        ("resflow", {"dim": 2, "tol": 0.0}, ValueError, "tol must be"),
     ],
 )
 def test_create_rejects_bad_options(name, kwargs, error, message):

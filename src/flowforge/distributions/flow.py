@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from torch import Tensor, nn
 
 from .._checks import check_count
@@ -44,15 +46,29 @@ class Flow(Model):
         self.event_shape = tuple(base.event_shape)
         self.context_dim = int(context_dim)
 
+    @property
+    def log_prob_is_exact(self) -> bool:
+        """Whether ``log_prob`` in the current mode (train/eval) is exact: False when a
+        transform inside (a residual block) estimates its log-det stochastically."""
+        return all(getattr(t, "ladj_is_exact", True) for t in self.transform.modules())
+
     def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+        if not self.training and not self.log_prob_is_exact:
+            warnings.warn(
+                "this flow's log_prob is an unbiased stochastic estimate, not the exact "
+                "log-density: its residual blocks estimate their log-determinants (exact "
+                "evaluation is the default up to 64 features; see the eval_estimator option)",
+                RuntimeWarning,
+                stacklevel=3,
+            )
         z, ladj = self.transform.forward_and_ladj(x, context)
         return self.base.log_prob(z) + ladj
 
     def _encode(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.transform.forward_and_ladj(x, context)[0]
+        return self.transform(x, context)
 
     def _decode(self, z: Tensor, context: Tensor | None) -> Tensor:
-        return self.transform.inverse_and_ladj(z, context)[0]
+        return self.transform.inverse(z, context)
 
     def _base_sample(self, n: int) -> Tensor:
         return self.base.sample(n)

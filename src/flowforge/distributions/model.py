@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor, nn
 
@@ -86,17 +84,18 @@ class Model(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         """The floating-point dtype of the model's parameters (or buffers, if it has none)."""
-        for t in itertools.chain(self.parameters(), self.buffers()):
-            if t.is_floating_point():
-                return t.dtype
-        return torch.get_default_dtype()
+        found = _first(self, "_parameters", floating=True)
+        if found is None:
+            found = _first(self, "_buffers", floating=True)
+        return found.dtype if found is not None else torch.get_default_dtype()
 
     @property
     def device(self) -> torch.device:
         """The device of the model's parameters (or buffers, if it has none)."""
-        for t in itertools.chain(self.parameters(), self.buffers()):
-            return t.device
-        return torch.device("cpu")
+        found = _first(self, "_parameters")
+        if found is None:
+            found = _first(self, "_buffers")
+        return found.device if found is not None else torch.device("cpu")
 
     def _check_solver(self, solver: dict[str, object]) -> dict[str, object]:
         unknown = sorted(set(solver) - set(self.solver_keys))
@@ -125,3 +124,21 @@ class Model(nn.Module):
             if context.ndim == 2 and context.shape[0] == 1:
                 context = context.expand(n, -1)
         return check_context(context, self.context_dim, n, self.dtype)
+
+
+def _first(module: nn.Module, kind: str, floating: bool = False) -> Tensor | None:
+    """The first parameter (``kind="_parameters"``) or buffer (``"_buffers"``) of ``module``
+    in ``module.parameters()`` order, optionally the first floating-point one.
+
+    A direct walk of the module tree: ``next(module.parameters())`` builds generators over every
+    submodule and costs more than the rest of a small model's input checks.
+    """
+    for t in getattr(module, kind).values():
+        if t is not None and (not floating or t.is_floating_point()):
+            return t
+    for child in module._modules.values():
+        if child is not None:
+            found = _first(child, kind, floating)
+            if found is not None:
+                return found
+    return None

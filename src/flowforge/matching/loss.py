@@ -33,9 +33,9 @@ def cfm_loss(
             f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
             f"and {tuple(target.shape)}"
         )
+    if weighting is None:  # every sample has D values: the mean of means is the plain mean
+        return (prediction - target).square().mean()
     per_sample = (prediction - target).square().flatten(1).mean(dim=1)
-    if weighting is None:
-        return per_sample.mean()
     if t is None:
         raise ValueError("a weighting needs the times t")
     return (weighting(t) * per_sample).mean()

@@ -6,7 +6,7 @@ Example:
     True
 """
 
-from . import continuous, discrete, matching  # noqa: F401  (register the recipes)
+from . import discrete, residual, continuous, matching  # noqa: F401  (register the recipes)  # isort: skip
 from .registry import Recipe, available, create, recipe, register
 
 __all__ = ["Recipe", "available", "create", "recipe", "register"]

@@ -43,6 +43,7 @@ def flow_matching(
     scale: float = 1.0,
     mode_scale: float = 1.29,
     shift: float = 1.0,
+    stratified: bool = True,
     rtol: float = 1e-5,
     atol: float = 1e-5,
     context_dim: int = 0,
@@ -54,7 +55,10 @@ def flow_matching(
     (``exponent``), ``"vp"`` (the diffusion path) or ``"bridge"`` (Schrödinger bridge,
     ``sigma``). ``coupling``: ``"independent"``, ``"ot"`` (exact minibatch OT) or ``"sinkhorn"``
     (entropic, ``sigma``). ``time_sampler``: ``"uniform"``, ``"logit-normal"`` (``loc``,
-    ``scale``) or ``"mode"`` (``mode_scale``), each with ``shift``. Sampling and likelihoods
+    ``scale``) or ``"mode"`` (``mode_scale``), each with ``shift`` and, by default,
+    ``stratified`` over the batch (one time per stratum of [0, 1]: the same distribution, a
+    lower-variance loss; ``stratified=False`` draws the times independently). Sampling and
+    likelihoods
     default to dopri5 at ``rtol``/``atol``; pass solver options to go faster
     (``model.sample(n, method="euler", steps=8)``).
     """
@@ -78,9 +82,9 @@ def flow_matching(
     if coupling not in couplings:
         raise ValueError(f"coupling must be one of {', '.join(couplings)}, got {coupling!r}")
     samplers = {
-        "uniform": lambda: UniformTime(shift),
-        "logit-normal": lambda: LogitNormalTime(loc, scale, shift),
-        "mode": lambda: ModeTime(mode_scale, shift),
+        "uniform": lambda: UniformTime(shift, stratified),
+        "logit-normal": lambda: LogitNormalTime(loc, scale, shift, stratified),
+        "mode": lambda: ModeTime(mode_scale, shift, stratified),
     }
     if time_sampler not in samplers:
         raise ValueError(f"time_sampler must be one of {', '.join(samplers)}, got {time_sampler!r}")

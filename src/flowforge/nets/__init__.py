@@ -1,7 +1,28 @@
-"""Conditioner and vector-field networks."""
+"""Conditioner and vector-field networks, and Lipschitz-constrained residual branches."""
 
+from .lipschitz import (
+    LipschitzMLP,
+    LipSwish,
+    SpectralLinear,
+    converge_spectral_norms,
+    frozen_power_iteration,
+    lipschitz_estimate,
+)
 from .made import MADE, MaskedLinear
 from .mlp import MLP
 from .vector_field import TIME_EMBEDDINGS, SinusoidalEmbedding, TimeMLP
 
-__all__ = ["MADE", "MLP", "TIME_EMBEDDINGS", "MaskedLinear", "SinusoidalEmbedding", "TimeMLP"]
+__all__ = [
+    "MADE",
+    "MLP",
+    "TIME_EMBEDDINGS",
+    "LipSwish",
+    "LipschitzMLP",
+    "MaskedLinear",
+    "SinusoidalEmbedding",
+    "SpectralLinear",
+    "TimeMLP",
+    "converge_spectral_norms",
+    "frozen_power_iteration",
+    "lipschitz_estimate",
+]

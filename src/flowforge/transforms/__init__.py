@@ -10,6 +10,7 @@ from .coupling import AdditiveCoupling, AffineCoupling, Coupling, SplineCoupling
 from .elementwise import ActNorm, ElementwiseAffine
 from .linear import LULinear
 from .permutation import Permutation, RandomPermutation, Reverse
+from .residual import ResidualBlock
 from .univariate import (
     AdditiveTransformer,
     AffineTransformer,
@@ -34,6 +35,7 @@ __all__ = [
     "Permutation",
     "RQSplineTransformer",
     "RandomPermutation",
+    "ResidualBlock",
     "Reverse",
     "SplineCoupling",
     "Transform",

@@ -75,6 +75,17 @@ class Compose(Transform):
             ladj = ladj + step
         return y, ladj
 
+    # Without log-dets: a part whose log-det is costly (a residual block) skips it.
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        for t in self.transforms:
+            x = t(x, context)
+        return x
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        for t in reversed(self.transforms):
+            y = t.inverse(y, context)
+        return y
+
 
 class Inverse(Transform):
     r"""The inverse bijection :math:`f^{-1}`: swaps the two directions of ``transform``.
@@ -96,6 +107,12 @@ class Inverse(Transform):
 
     def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         return self.transform.forward_and_ladj(y, context)
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.transform.inverse(x, context)
+
+    def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
+        return self.transform(y, context)
 
 
 def check_features(x: Tensor, features: int, name: str = "x") -> None:

@@ -1,0 +1,385 @@
+r"""Lipschitz-constrained networks: spectrally normalised linear layers, LipSwish, and the
+residual branch :math:`g` of a residual flow with :math:`\mathrm{Lip}(g) \le c < 1`.
+
+Spectral norms are estimated by power iteration, which approaches :math:`\sigma_{\max}(W)` from
+below: the estimate :math:`|u^\top W v|` (unit :math:`u, v`) never exceeds the true value. One
+iteration per training step keeps the persistent vectors tracking the slowly changing weight;
+in evaluation mode each layer runs the iteration to convergence once for every new weight (after
+training steps, an EMA copy or a load of new weights, whose vectors belong to other weights), so
+the bound holds to the precision of the converged estimate; :func:`converge_spectral_norms` does
+the same on demand.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .mlp import _check_sizes
+
+#: The maximum slope of :math:`x \sigma(\beta x)` over all :math:`x` and :math:`\beta > 0`
+#: (1.0998..., at :math:`\beta x \approx 2.4`), rounded up; dividing by it makes LipSwish
+#: 1-Lipschitz.
+SWISH_MAX_SLOPE = 1.1
+
+
+def _check_coeff(coeff: object, name: str = "coeff") -> float:
+    if (
+        isinstance(coeff, bool)
+        or not isinstance(coeff, int | float)
+        or not math.isfinite(coeff)
+        or coeff <= 0
+    ):
+        raise ValueError(f"{name} must be a finite number > 0, got {coeff!r}")
+    return float(coeff)
+
+
+def _check_iterations(n: object, name: str, minimum: int) -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {n!r}")
+    return n
+
+
+class SpectralLinear(nn.Module):
+    r"""A linear layer :math:`y = \tilde W x + b` with :math:`\tilde W = W / \max(1, \hat\sigma/c)`.
+
+    :math:`\hat\sigma = |u^\top W v|` estimates the largest singular value of ``W`` by power
+    iteration with persistent unit vectors ``u (out,)`` and ``v (in,)`` (buffers, saved with the
+    weights). Only weights whose estimated norm exceeds ``c`` are rescaled ("soft" spectral
+    normalisation), so :math:`\mathrm{Lip}(x \mapsto \tilde W x) = \|\tilde W\|_2 \le c` up to
+    the error of the estimate. Gradients flow through :math:`\hat\sigma` with ``u, v`` fixed.
+
+    In training mode every call first runs ``n_power_iterations`` steps
+    :math:`v \leftarrow W^\top u / \|W^\top u\|,\ u \leftarrow W v / \|W v\|`; in evaluation mode
+    (or inside :func:`frozen_power_iteration`) the stored vectors are used as they are.
+    Power iteration underestimates :math:`\sigma`: the estimate is a lower bound that becomes
+    tight as the vectors converge. The vectors are converged when the layer is created, and in
+    evaluation mode the first call after any change of the weight (an optimizer step, an EMA
+    copy, ``load_state_dict``, a dtype or device move) converges them again, so evaluation uses
+    the bound to the precision of the converged estimate; :meth:`converge` (or
+    :func:`converge_spectral_norms` on a whole model) does it on demand.
+
+    Args:
+        in_features: input size.
+        out_features: output size.
+        coeff: :math:`c > 0`, the bound on the layer's spectral norm.
+        n_power_iterations: power-iteration steps per call in training mode (at least 1).
+        bias: learn an additive bias.
+
+    Shapes: ``x (B, in) -> (B, out)``.
+
+    References:
+        Spectral Normalization for Generative Adversarial Networks (Miyato et al., 2018)
+        https://arxiv.org/abs/1802.05957;
+        Residual Flows for Invertible Generative Modeling (Chen et al., 2019)
+        https://arxiv.org/abs/1906.02735
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> layer = ff.nets.SpectralLinear(3, 4, coeff=0.9)
+        >>> bool(torch.linalg.matrix_norm(layer.normalized_weight(), 2) <= 0.9 + 1e-5)
+        True
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        out_features: int,
+        coeff: float = 0.97,
+        n_power_iterations: int = 1,
+        bias: bool = True,
+    ):
+        super().__init__()
+        _check_iterations(in_features, "in_features", 1)
+        _check_iterations(out_features, "out_features", 1)
+        self.in_features = in_features
+        self.out_features = out_features
+        self.coeff = _check_coeff(coeff)
+        self.n_power_iterations = _check_iterations(n_power_iterations, "n_power_iterations", 1)
+        # nn.Linear's initialisation; never zero, since power iteration stalls on a zero weight.
+        template = nn.Linear(in_features, out_features, bias=bias)
+        self.weight = nn.Parameter(template.weight.detach().clone())
+        if bias:
+            self.bias = nn.Parameter(template.bias.detach().clone())
+        else:
+            self.register_parameter("bias", None)
+        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
+        self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
+        # Set by frozen_power_iteration(): use the stored vectors even in training mode.
+        self.power_iteration_frozen = False
+        # The weight (version, storage) the vectors were last converged for, in eval mode.
+        self._converged_for: tuple[int, int, int] | None = None
+        self.converge()
+
+    @torch.no_grad()
+    def power_iteration(self, iterations: int = 1) -> None:
+        """Run ``iterations`` power-iteration steps, updating the ``u, v`` buffers in place."""
+        w = self.weight.detach()
+        u, v = self.u, self.v
+        for _ in range(iterations):
+            # eps keeps a (near-)zero weight from producing NaN vectors.
+            v = F.normalize(w.T @ u, dim=0, eps=1e-12)
+            u = F.normalize(w @ v, dim=0, eps=1e-12)
+        self.u.copy_(u)
+        self.v.copy_(v)
+
+    def compute_sigma(self, iterations: int = 0) -> Tensor:
+        r"""Run ``iterations`` more power-iteration steps, then return :math:`\hat\sigma`, ``()``.
+
+        The returned estimate is detached and never exceeds the true spectral norm of ``W``.
+        """
+        _check_iterations(iterations, "iterations", 0)
+        if iterations:
+            self.power_iteration(iterations)
+        with torch.no_grad():
+            return torch.dot(self.u, self.weight @ self.v).abs()
+
+    @torch.no_grad()
+    def converge(self, max_iterations: int = 1000, rtol: float = 1e-7) -> Tensor:
+        r"""Iterate until :math:`\hat\sigma` changes by less than ``rtol`` (relative); return it.
+
+        The estimate increases towards :math:`\sigma_{\max}(W)` as the vectors converge; when
+        the top two singular values are close, the vectors converge slowly but the estimate,
+        bounded between them, is already close to the largest.
+        """
+        _check_iterations(max_iterations, "max_iterations", 1)
+        sigma = self.compute_sigma()
+        # Check every few steps: one step changes the estimate little once it is nearly there.
+        for _ in range(0, max_iterations, 5):
+            new = self.compute_sigma(5)
+            if abs(float(new - sigma)) <= rtol * float(new.abs()):
+                return new
+            sigma = new
+        return sigma
+
+    def normalized_weight(self) -> Tensor:
+        r""":math:`\tilde W = W / \max(1, \hat\sigma / c)` with the stored vectors, ``(out, in)``.
+
+        Differentiable in ``W`` (through :math:`\hat\sigma` too); the vectors are not updated.
+        """
+        # Clones: the buffers change in place on the next training call, but this graph
+        # must keep the vectors it was built with. abs: stale vectors (weights changed since
+        # the last iteration) can give a negative u^T W v; its size is still a lower bound.
+        sigma = torch.dot(self.u.clone(), self.weight @ self.v.clone()).abs()
+        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self.training:
+            if not self.power_iteration_frozen:
+                self.power_iteration(self.n_power_iterations)
+        else:
+            # Evaluation converges the vectors once for each new weight: after training steps,
+            # an EMA copy or a load, the stored vectors belong to other weights. The key sees
+            # in-place updates (the version counter) and new storage (dtype or device moves).
+            key = (self.weight._version, self.weight.data_ptr(), self.u.data_ptr())
+            if key != self._converged_for:
+                self.converge()
+                self._converged_for = (
+                    self.weight._version,
+                    self.weight.data_ptr(),
+                    self.u.data_ptr(),
+                )
+        return F.linear(x, self.normalized_weight(), self.bias)
+
+    def extra_repr(self) -> str:
+        return (
+            f"in_features={self.in_features}, out_features={self.out_features}, "
+            f"coeff={self.coeff:g}, n_power_iterations={self.n_power_iterations}, "
+            f"bias={self.bias is not None}"
+        )
+
+
+@contextmanager
+def frozen_power_iteration(module: nn.Module) -> Iterator[nn.Module]:
+    """Within the block, every :class:`SpectralLinear` in ``module`` uses its stored vectors.
+
+    A residual block's fixed-point inversion evaluates its branch many times; freezing keeps the
+    map the same at every iteration, even in training mode. The previous settings are restored.
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> net = ff.nets.LipschitzMLP(2, hidden=(8,))
+        >>> with ff.nets.frozen_power_iteration(net):
+        ...     y = net(torch.randn(4, 2))
+    """
+    layers = [m for m in module.modules() if isinstance(m, SpectralLinear)]
+    before = [m.power_iteration_frozen for m in layers]
+    for m in layers:
+        m.power_iteration_frozen = True
+    try:
+        yield module
+    finally:
+        for m, b in zip(layers, before, strict=True):
+            m.power_iteration_frozen = b
+
+
+def converge_spectral_norms(
+    module: nn.Module, max_iterations: int = 1000, rtol: float = 1e-7
+) -> None:
+    """Converge the power iteration of every :class:`SpectralLinear` in ``module``.
+
+    Call it after training (and on an EMA copy, whose copied vectors belong to the live
+    weights), before evaluation, so that each layer's spectral norm bound holds to the precision
+    of a converged estimate. See :meth:`SpectralLinear.converge`.
+    """
+    for m in module.modules():
+        if isinstance(m, SpectralLinear):
+            m.converge(max_iterations, rtol)
+
+
+class LipSwish(nn.Module):
+    r"""LipSwish, :math:`\phi(x) = x\, \sigma(\beta x) / 1.1`, a smooth 1-Lipschitz activation.
+
+    :math:`\beta = \mathrm{softplus}(\rho) > 0` is learned (one scalar, starting at 1). The slope
+    of :math:`x \sigma(\beta x)` is at most 1.0998 for every :math:`\beta`, so
+    :math:`\mathrm{Lip}(\phi) \le 1`; its smoothness keeps the log-determinant's power series
+    and its gradients well behaved.
+
+    Shapes: ``(*) -> (*)``.
+
+    References:
+        Residual Flows for Invertible Generative Modeling (Chen et al., 2019)
+        https://arxiv.org/abs/1906.02735
+    """
+
+    def __init__(self):
+        super().__init__()
+        # softplus(log(e - 1)) = 1: start at beta = 1.
+        self.raw_beta = nn.Parameter(torch.tensor(math.log(math.e - 1)))
+
+    @property
+    def beta(self) -> Tensor:
+        r""":math:`\beta > 0`, ``()``."""
+        return F.softplus(self.raw_beta)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * torch.sigmoid(self.beta * x) / SWISH_MAX_SLOPE
+
+
+class LipschitzMLP(nn.Module):
+    r"""A residual branch :math:`g(x, c) = W_L \phi(\cdots \phi(W_1 x + V c + b_1) \cdots) + b_L`
+    with :math:`\mathrm{Lip}_x(g) \le` ``coeff``.
+
+    Every :math:`W_l` is a :class:`SpectralLinear` with per-layer bound
+    :math:`c^{1/L}` (``L`` linear layers) and every activation is 1-Lipschitz, so the product of
+    the layer bounds, which bounds the Lipschitz constant of the composition, is exactly
+    :math:`c`. The context enters the first layer through an unconstrained linear map :math:`V`:
+    the bound is only needed in :math:`x`.
+
+    Args:
+        features: ``D``, input and output size.
+        hidden: hidden layer sizes.
+        coeff: :math:`c > 0`, the bound on :math:`\mathrm{Lip}_x(g)`; a residual block needs
+            :math:`c < 1`.
+        activation: activation module class; must be 1-Lipschitz for the bound to hold
+            (:class:`LipSwish`, ``nn.ReLU``, ``nn.ELU``, ``nn.Tanh``).
+        n_power_iterations: power-iteration steps per call in training mode.
+        context_features: ``C``, size of the conditioning vector (0 for none).
+
+    Shapes: ``x (B, D)``, ``context (B, C)`` -> ``(B, D)``.
+
+    References:
+        Invertible Residual Networks (Behrmann et al., 2019) https://arxiv.org/abs/1811.00995;
+        Residual Flows for Invertible Generative Modeling (Chen et al., 2019)
+        https://arxiv.org/abs/1906.02735
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> g = ff.nets.LipschitzMLP(2, hidden=(32, 32), coeff=0.9)
+        >>> g(torch.randn(5, 2)).shape
+        torch.Size([5, 2])
+    """
+
+    def __init__(
+        self,
+        features: int,
+        hidden: Sequence[int] = (128, 128),
+        coeff: float = 0.97,
+        activation: type[nn.Module] = LipSwish,
+        n_power_iterations: int = 1,
+        context_features: int = 0,
+    ):
+        super().__init__()
+        _check_iterations(features, "features", 1)
+        _check_iterations(context_features, "context_features", 0)
+        sizes = (features, *_check_sizes(hidden), features)
+        self.features = features
+        self.context_features = context_features
+        self.coeff = _check_coeff(coeff)
+        n_layers = len(sizes) - 1
+        self.layer_coeff = self.coeff ** (1 / n_layers)
+        self.linears = nn.ModuleList(
+            SpectralLinear(a, b, self.layer_coeff, n_power_iterations)
+            for a, b in itertools.pairwise(sizes)
+        )
+        self.activations = nn.ModuleList(activation() for _ in range(n_layers - 1))
+        self.context_linear = (
+            nn.Linear(context_features, sizes[1], bias=False) if context_features else None
+        )
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if x.ndim != 2 or x.shape[1] != self.features:
+            raise ValueError(f"x must have shape (B, {self.features}), got {tuple(x.shape)}")
+        h = self.linears[0](x)
+        if self.context_linear is None:
+            if context is not None:
+                raise ValueError(
+                    "this network takes no context (context_features=0), but context was given"
+                )
+        else:
+            if context is None or context.shape != (x.shape[0], self.context_features):
+                got = None if context is None else tuple(context.shape)
+                raise ValueError(
+                    f"context must have shape ({x.shape[0]}, {self.context_features}), got {got}"
+                )
+            h = h + self.context_linear(context)
+        for act, linear in zip(self.activations, self.linears[1:], strict=True):
+            h = linear(act(h))
+        return h
+
+
+def lipschitz_estimate(
+    fn: Callable[[Tensor], Tensor], x: Tensor, steps: int = 0, lr: float = 0.05
+) -> Tensor:
+    r"""An empirical lower bound on :math:`\mathrm{Lip}(f)`: :math:`\max_i \|J_f(x_i)\|_2`, ``()``.
+
+    The spectral norm of the autograd Jacobian at every point of ``x``; with ``steps > 0`` the
+    points then climb the Jacobian norm by that many Adam steps, and the largest norm seen is
+    returned. A true bound is the supremum over all points, so this is an estimate from below:
+    use it to check a claimed bound, not to certify one. Evaluate networks with
+    :class:`SpectralLinear` layers in eval mode (or frozen), so the estimate does not move them.
+
+    Args:
+        fn: a per-sample map ``(B, m) -> (B, n)``: rows must not interact.
+        x: ``(B, m)`` points to start from.
+        steps: gradient-ascent steps on the points.
+        lr: Adam's learning rate for the ascent.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"x must have shape (B, m), got {tuple(x.shape)}")
+    _check_iterations(steps, "steps", 0)
+    points = x.detach().clone().requires_grad_(True)
+    optimizer = torch.optim.Adam([points], lr=lr) if steps else None
+    best = torch.zeros((), dtype=x.dtype, device=x.device)
+    for step in range(steps + 1):
+        last = step == steps
+        with torch.enable_grad():
+            y = fn(points)
+            basis = torch.eye(y.shape[1], dtype=y.dtype, device=y.device)
+            basis = basis.unsqueeze(1).expand(y.shape[1], *y.shape)
+            (rows,) = torch.autograd.grad(
+                y, points, basis, create_graph=not last, is_grads_batched=True
+            )
+            norms = torch.linalg.matrix_norm(rows.transpose(0, 1), ord=2)
+        best = torch.maximum(best, norms.detach().max())
+        if not last:
+            optimizer.zero_grad()
+            (-norms.sum()).backward(inputs=[points])
+            optimizer.step()
+    return best
