@@ -44,6 +44,11 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
     return x
 
 
+def is_real(value: object) -> bool:
+    """Whether ``value`` is a finite real Python or NumPy number (not a bool)."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+
+
 def check_int(value: object, name: str, minimum: int, described: str | None = None) -> int:
     """Check that ``value`` is an integer (Python or NumPy, not bool) of at least ``minimum``.
 

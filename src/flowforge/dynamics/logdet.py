@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._checks import check_int, is_real
 from .divergence import PROBES, probe
 
 LOGDET_ESTIMATORS = ("exact", "series", "roulette")
@@ -77,16 +78,16 @@ class LogDetOptions:
             raise ValueError(
                 f"estimator must be one of {', '.join(LOGDET_ESTIMATORS)}, got {self.estimator!r}"
             )
-        _check_int(self.order, "order", 1)
-        _check_int(self.n_exact_terms, "n_exact_terms", 0)
+        check_int(self.order, "order", 1)
+        check_int(self.n_exact_terms, "n_exact_terms", 0)
         if self.distribution not in ROULETTE_DISTRIBUTIONS:
             raise ValueError(
                 f"distribution must be one of {', '.join(ROULETTE_DISTRIBUTIONS)}, "
                 f"got {self.distribution!r}"
             )
-        if not (_is_real(self.p) and 0 < self.p < 1):
+        if not (is_real(self.p) and 0 < self.p < 1):
             raise ValueError(f"p must be a number in (0, 1), got {self.p!r}")
-        if not (_is_real(self.lam) and self.lam > 0):
+        if not (is_real(self.lam) and self.lam > 0):
             raise ValueError(f"lam must be a finite number > 0, got {self.lam!r}")
         if self.probe not in PROBES:
             raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {self.probe!r}")
@@ -192,7 +193,7 @@ def logdet_series(
     """
     _check(gx, x)
     _check_noise(noise, x)
-    order = _check_int(order, "order", 1)
+    order = check_int(order, "order", 1)
     weights = torch.ones(1, order, dtype=gx.dtype, device=gx.device)
     return _series(gx, x, noise, weights, create_graph, neumann_grad)
 
@@ -380,13 +381,3 @@ def _check_noise(noise: Tensor, x: Tensor) -> None:
         raise ValueError(
             f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}"
         )
-
-
-def _check_int(n: object, name: str, minimum: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {n!r}")
-    return n
-
-
-def _is_real(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)

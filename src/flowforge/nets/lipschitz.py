@@ -21,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int, is_real
 from .mlp import _check_sizes
 
 #: The maximum slope of :math:`x \sigma(\beta x)` over all :math:`x` and :math:`\beta > 0`
@@ -30,20 +31,9 @@ SWISH_MAX_SLOPE = 1.1
 
 
 def _check_coeff(coeff: object, name: str = "coeff") -> float:
-    if (
-        isinstance(coeff, bool)
-        or not isinstance(coeff, int | float)
-        or not math.isfinite(coeff)
-        or coeff <= 0
-    ):
+    if not (is_real(coeff) and coeff > 0):
         raise ValueError(f"{name} must be a finite number > 0, got {coeff!r}")
     return float(coeff)
-
-
-def _check_iterations(n: object, name: str, minimum: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {n!r}")
-    return n
 
 
 class SpectralLinear(nn.Module):
@@ -96,12 +86,12 @@ class SpectralLinear(nn.Module):
         bias: bool = True,
     ):
         super().__init__()
-        _check_iterations(in_features, "in_features", 1)
-        _check_iterations(out_features, "out_features", 1)
+        check_int(in_features, "in_features", 1)
+        check_int(out_features, "out_features", 1)
         self.in_features = in_features
         self.out_features = out_features
         self.coeff = _check_coeff(coeff)
-        self.n_power_iterations = _check_iterations(n_power_iterations, "n_power_iterations", 1)
+        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
         # nn.Linear's initialisation; never zero, since power iteration stalls on a zero weight.
         template = nn.Linear(in_features, out_features, bias=bias)
         self.weight = nn.Parameter(template.weight.detach().clone())
@@ -134,7 +124,7 @@ class SpectralLinear(nn.Module):
 
         The returned estimate is detached and never exceeds the true spectral norm of ``W``.
         """
-        _check_iterations(iterations, "iterations", 0)
+        check_int(iterations, "iterations", 0)
         if iterations:
             self.power_iteration(iterations)
         with torch.no_grad():
@@ -148,7 +138,7 @@ class SpectralLinear(nn.Module):
         the top two singular values are close, the vectors converge slowly but the estimate,
         bounded between them, is already close to the largest.
         """
-        _check_iterations(max_iterations, "max_iterations", 1)
+        check_int(max_iterations, "max_iterations", 1)
         sigma = self.compute_sigma()
         # Check every few steps: one step changes the estimate little once it is nearly there.
         for _ in range(0, max_iterations, 5):
@@ -306,8 +296,8 @@ class LipschitzMLP(nn.Module):
         context_features: int = 0,
     ):
         super().__init__()
-        _check_iterations(features, "features", 1)
-        _check_iterations(context_features, "context_features", 0)
+        check_int(features, "features", 1)
+        check_int(context_features, "context_features", 0)
         sizes = (features, *_check_sizes(hidden), features)
         self.features = features
         self.context_features = context_features
@@ -363,7 +353,7 @@ def lipschitz_estimate(
     """
     if x.ndim != 2:
         raise ValueError(f"x must have shape (B, m), got {tuple(x.shape)}")
-    _check_iterations(steps, "steps", 0)
+    check_int(steps, "steps", 0)
     points = x.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([points], lr=lr) if steps else None
     best = torch.zeros((), dtype=x.dtype, device=x.device)

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_int, is_real
 from ..dynamics.logdet import LogDetOptions, as_logdet_options, residual_logdet
 from ..nets.lipschitz import LipschitzMLP, LipSwish, frozen_power_iteration
 from .base import Transform, check_features
@@ -108,10 +109,9 @@ class ResidualBlock(Transform):
         max_iter: int = 500,
     ):
         super().__init__()
-        if isinstance(features, bool) or not isinstance(features, int) or features < 1:
-            raise ValueError(f"features must be an int >= 1, got {features!r}")
+        check_int(features, "features", 1)
         if branch is None:
-            if not (_is_real(coeff) and 0 < coeff < 1):
+            if not (is_real(coeff) and 0 < coeff < 1):
                 raise ValueError(
                     f"coeff must be a number in (0, 1): the branch must be a contraction for "
                     f"the block to be invertible, got {coeff!r}"
@@ -126,10 +126,9 @@ class ResidualBlock(Transform):
             )
         elif not isinstance(branch, nn.Module):
             raise TypeError(f"branch must be an nn.Module, got {type(branch).__name__}")
-        if not (_is_real(tol) and tol > 0):
+        if not (is_real(tol) and tol > 0):
             raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
-        if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 1:
-            raise ValueError(f"max_iter must be an int >= 1, got {max_iter!r}")
+        check_int(max_iter, "max_iter", 1)
         self.features = features
         self.branch = branch
         self.train_logdet = as_logdet_options(train_logdet)
@@ -260,7 +259,3 @@ def _read(value: Tensor) -> float | None:
         return float(value)
     except RuntimeError:
         return None
-
-
-def _is_real(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, int | float) and math.isfinite(value)
