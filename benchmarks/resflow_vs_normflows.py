@@ -9,9 +9,11 @@ fixed ``N(0, I)`` base. Each branch is ``g(x) = W3 phi(W2 phi(W1 x + b1) + b2) +
 estimates each block's log-det by the Russian-roulette power series (2 terms always, then a
 geometric(1/2) number of extra terms, one draw per batch) with the Neumann-series
 ("reduce_memory") gradient, and runs one power-iteration step per spectral norm per step. Both
-are trained with Adam (lr 1e-3) for 1,500 steps of batch 256 on the *same* pre-generated
-batches per seed; each model is built right after ``torch.manual_seed(seed)`` (and
-``numpy.random.seed(seed)``: normflows draws its roulette from numpy). Runs are interleaved
+are trained with Adam (by default lr 1e-3, constant; ``--schedule cosine`` gives both
+flowforge's trainer schedule, warm-up then cosine decay) for 1,500 steps of batch 256 on the
+*same* pre-generated batches per seed; each model is built right after
+``torch.manual_seed(seed)`` (and ``numpy.random.seed(seed)``: normflows draws its roulette
+from numpy). Runs are interleaved
 per seed (flowforge seed 0, normflows seed 0, flowforge seed 1, ...).
 
 Measured per run:
@@ -92,8 +94,12 @@ training step no slower.
 
 Reproduce (normflows is a benchmark-only dependency, e.g. ``pip install normflows``)::
 
-    python benchmarks/resflow_vs_normflows.py            # full run, 3 seeds, ~15 min on 2 cores
+    python benchmarks/resflow_vs_normflows.py            # first run, 3 seeds, ~15 min on 2 cores
     python benchmarks/resflow_vs_normflows.py --quick    # smoke test: 50 steps, 1 seed
+    # the headline run of docs/benchmarks.md, where both flows learn (~40 min), with the curves
+    # of test NLL against step in resflow_vs_normflows_long.png:
+    python benchmarks/resflow_vs_normflows.py --steps 4000 --lr 5e-3 --schedule cosine \
+        --eval-every 500 --out benchmarks/results/resflow_vs_normflows_long.json
 
 A training step costs about 85 ms in either library on 2 idle cores (torch 2.13 CPU), so the
 full run is about 13 minutes of training and 1.5 of evaluation and round-robin timing; the
@@ -373,21 +379,58 @@ def roundtrip_error(model: nn.Module, z: Tensor) -> float:
     return float((model.encode(model.decode(z)) - z).abs().max())
 
 
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """The optimiser settings both libraries share: Adam at ``lr``, constant or (``cosine``)
+    flowforge's trainer schedule -- linear warm-up over ``warmup`` steps, then cosine decay to
+    ``lr / 100`` -- and an exact test NLL on the first ``EVAL_CHUNK`` test points every
+    ``eval_every`` steps (0: never)."""
+
+    lr: float
+    cosine: bool
+    warmup: int
+    eval_every: int
+
+    def lr_at(self, step: int, steps: int) -> float:
+        """Learning rate of step ``step`` (1-based) of ``steps``."""
+        if not self.cosine:
+            return self.lr
+        return ff.train.TrainConfig(steps=steps, lr=self.lr, warmup_steps=self.warmup).lr_at(step)
+
+
+@torch.no_grad()
+def test_nll(model: nn.Module, test: Tensor) -> tuple[float, float, str | None]:
+    """Exact test NLL of ``model`` on ``test``: ``(mean, stderr, error)``; switches the model
+    to evaluation (``prepare_eval``) and leaves it there."""
+    if not model.prepare_eval():
+        raise RuntimeError("log_prob is not exact in eval mode")
+    try:
+        # The first evaluation call also converges flowforge's spectral norms.
+        score = ff.metrics.nll(model, test, batch_size=EVAL_CHUNK)
+    except ValueError as err:  # non-finite log-densities: a diverged run
+        return math.nan, math.nan, str(err)
+    return score.mean, score.stderr, None
+
+
 def train_and_evaluate(
-    library: str, seed: int, batches: Tensor, test: Tensor, lr: float, arch: Architecture
+    library: str, seed: int, batches: Tensor, test: Tensor, schedule: Schedule, arch: Architecture
 ) -> dict[str, Any]:
     """Train one model on ``batches (steps, B, 2)``, then time and score it on ``test``."""
     model = build_model(library, arch, seed)
     model.train()
-    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    optimizer = torch.optim.Adam(model.parameters(), lr=schedule.lr)
     steps = len(batches)
     step_times: list[float] = []
     losses: list[float] = []
     curve: list[dict[str, float]] = []
+    nll_curve: list[dict[str, float]] = []
     log_every = min(LOG_EVERY, steps)
+    eval_seconds = 0.0
 
     wall_start = time.perf_counter()
     for step in range(steps):
+        for group in optimizer.param_groups:
+            group["lr"] = schedule.lr_at(step + 1, steps)
         start = time.perf_counter()
         losses.append(train_step(model, optimizer, batches[step]))
         step_times.append(time.perf_counter() - start)
@@ -397,17 +440,20 @@ def train_and_evaluate(
             curve.append({"step": step + 1, "running_loss": running})
             print(f"  {library:9s} seed {seed}  step {step + 1:5d}  running loss {running:.4f}")
             sys.stdout.flush()
-    train_wall = time.perf_counter() - wall_start
+        if schedule.eval_every and (step + 1) % schedule.eval_every == 0 and step + 1 < steps:
+            # Evaluation mode converges both libraries' power iterations (their state moves
+            # alike); its time is left out of the training wall time.
+            eval_start = time.perf_counter()
+            mean, _, _ = test_nll(model, test[:EVAL_CHUNK])
+            nll_curve.append({"step": step + 1, "test_nll": mean})
+            print(f"  {library:9s} seed {seed}  step {step + 1:5d}  test NLL {mean:.4f}")
+            model.train()
+            eval_seconds += time.perf_counter() - eval_start
+    train_wall = time.perf_counter() - wall_start - eval_seconds
 
-    exact = model.prepare_eval()
-    if not exact:
-        raise RuntimeError(f"{library}: log_prob is not exact in eval mode")
-    try:
-        # The first evaluation call also converges flowforge's spectral norms.
-        score = ff.metrics.nll(model, test, batch_size=EVAL_CHUNK)
-        nll, nll_stderr, nll_error = score.mean, score.stderr, None
-    except ValueError as err:  # non-finite log-densities: a diverged run
-        nll, nll_stderr, nll_error = math.nan, math.nan, str(err)
+    nll, nll_stderr, nll_error = test_nll(model, test)
+    if schedule.eval_every:
+        nll_curve.append({"step": steps, "test_nll": test_nll(model, test[:EVAL_CHUNK])[0]})
     log_prob_s, _ = median_time(lambda: log_prob_pass(model, test), TIMING_REPEATS)
     sample_s, samples = median_time(lambda: draw(model, SAMPLE_SIZE), TIMING_REPEATS)
     z = torch.randn(SAMPLE_SIZE, 2, generator=torch.Generator().manual_seed(seed))
@@ -420,7 +466,7 @@ def train_and_evaluate(
         "test_nll": nll,
         "test_nll_stderr": nll_stderr,
         "test_nll_error": nll_error,
-        "log_prob_exact": exact,
+        "log_prob_exact": True,
         "final_running_loss": curve[-1]["running_loss"],
         "loss_finite": all(math.isfinite(v) for v in losses),
         "median_step_ms": 1e3 * statistics.median(timed),
@@ -434,6 +480,7 @@ def train_and_evaluate(
         "samples_finite": bool(torch.isfinite(samples).all()),
         "roundtrip_max_err": roundtrip_error(model, z),
         "curve": curve,
+        "test_nll_curve": nll_curve,
     }
     if library == "flowforge":
         with model.inversion_tol(LOOSE_TOL):
@@ -564,7 +611,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--steps", type=int, default=1500, help="training steps per run")
     p.add_argument("--batch-size", type=int, default=256)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam (peak) learning rate")
+    p.add_argument(
+        "--schedule",
+        choices=("constant", "cosine"),
+        default="constant",
+        help="constant lr, or flowforge's trainer schedule (warm-up, cosine decay to lr/100)",
+    )
+    p.add_argument("--warmup", type=int, default=100, help="warm-up steps of --schedule cosine")
+    p.add_argument(
+        "--eval-every",
+        type=int,
+        default=0,
+        help=f"steps between test NLLs on {EVAL_CHUNK:,} test points (0: only at the end);"
+        " with it, a PNG of the curves is written beside the JSON",
+    )
     p.add_argument("--seeds", default="0,1,2", help="comma-separated training seeds")
     p.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     p.add_argument("--test-size", type=int, default=20_000)
@@ -615,6 +676,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error("--steps, --batch-size and --test-size must be >= 2")
     if args.blocks < 1 or args.exact_terms < 1 or args.power_iterations < 1:
         p.error("--blocks, --exact-terms and --power-iterations must be >= 1")
+    if args.warmup < 0 or args.eval_every < 0:
+        p.error("--warmup and --eval-every must be >= 0")
     if args.rounds < 1 or args.round_steps < 1:
         p.error("--rounds and --round-steps must be >= 1")
     if not 0 < args.coeff < 1 or not 0 < args.p < 1:
@@ -654,10 +717,11 @@ def main(argv: list[str] | None = None) -> None:
         f" flowforge probe {arch.probe}, normflows branch"
         f" {'LipschitzMLP' if arch.normflows_mlp else 'matched'}"
     )
+    schedule = Schedule(args.lr, args.schedule == "cosine", args.warmup, args.eval_every)
     bench_start = time.perf_counter()
 
     def run(library: str, seed: int, batches: Tensor) -> dict[str, Any]:
-        return train_and_evaluate(library, seed, batches, test, args.lr, arch)
+        return train_and_evaluate(library, seed, batches, test, schedule, arch)
 
     runs = interleaved_runs(args.seed_list, args.steps, args.batch_size, LIBRARIES, run)
     print("round-robin step timing")
@@ -673,6 +737,9 @@ def main(argv: list[str] | None = None) -> None:
             "steps": args.steps,
             "batch_size": args.batch_size,
             "lr": args.lr,
+            "schedule": args.schedule,
+            "lr_warmup_steps": args.warmup if args.schedule == "cosine" else 0,
+            "eval_every": args.eval_every,
             "seeds": args.seed_list,
             "test_size": args.test_size,
             "test_seed": TEST_SEED,
@@ -698,6 +765,35 @@ def main(argv: list[str] | None = None) -> None:
         "markdown": table,
     }
     write_report(args.out, report)
+    if args.eval_every:
+        plot_curves(runs, args.out.with_suffix(".png"))
+
+
+def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:
+    """Test NLL against training step, one line per run, one colour per library."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.5, 4), layout="constrained")
+    ax = fig.subplots()
+    colours = dict(zip(LIBRARIES, ("tab:blue", "tab:orange"), strict=True))
+    seeds = sorted({r["seed"] for r in runs})
+    for r in runs:
+        pts = r["test_nll_curve"]
+        ax.plot(
+            [p["step"] for p in pts],
+            [p["test_nll"] for p in pts],
+            marker=".",
+            color=colours[r["library"]],
+            ls=("-", "--", ":", "-.")[seeds.index(r["seed"]) % 4],
+            alpha=0.8,
+            label=f"{r['library']} seed {r['seed']}",
+        )
+    ax.axhline(ff.data.CHECKERBOARD_ENTROPY, color="black", ls=":", label="entropy (floor)")
+    ax.set(xlabel="training step", ylabel=f"test NLL on {EVAL_CHUNK:,} points (nats)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    ff.viz.save_figure(fig, path)
+    print(f"curves written to {path}")
 
 
 if __name__ == "__main__":

@@ -45,6 +45,7 @@ def test_listings(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "nsf" in out and "options: layers=5" in out
+    assert "training defaults (flags and [train] override them): lr=0.01" in out
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "checkerboard" in out and "digits" in out
@@ -386,6 +387,51 @@ def test_torchrun_two_processes_match_one(tmp_path):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-5), (key, a["step"])
     assert not list(Path(tmp_path / "two").glob("*.new"))
+
+
+def test_recipe_training_defaults_yield_to_config_and_flags():
+    from flowforge import models
+    from flowforge.cli import build_parser
+    from flowforge.cli.options import train_options
+    from flowforge.train import TrainConfig
+
+    # Every recipe's training defaults are valid TrainConfig settings.
+    for name in models.available():
+        TrainConfig(**models.recipe(name).train_defaults)
+    assert dict(models.recipe("resflow").train_defaults) == {"lr": 1e-2}
+    with pytest.raises(TypeError):
+        models.recipe("resflow").train_defaults["lr"] = 1.0  # read-only
+
+    parse = build_parser().parse_args
+    plain = parse(["train"])
+    assert train_options({}, plain).lr == 1e-3
+    assert train_options({}, plain, "nsf").lr == 1e-3  # no defaults of its own
+    assert train_options({}, plain, "resflow").lr == 1e-2
+    assert train_options({"lr": 3e-3}, plain, "resflow").lr == 3e-3  # [train] table
+    flagged = parse(["train", "--lr", "2e-3"])
+    assert train_options({"lr": 3e-3}, flagged, "resflow").lr == 2e-3  # flag over table
+    with pytest.raises(ValueError, match="unknown model"):
+        train_options({}, plain, "resflw")
+
+
+def test_compare_reports_per_model_settings(tmp_path):
+    from flowforge.cli.report import compare
+    from flowforge.train import TrainConfig
+
+    base = dict(steps=20, batch_size=64, eval_every=0, checkpoint_every=0, progress=False)
+    configs = {
+        "nice": TrainConfig(**base),
+        "realnvp": TrainConfig(**base),
+        "maf": TrainConfig(**base, lr=3e-3),
+    }
+    report = compare(list(configs), "checkerboard", {}, configs, tmp_path / "c", n_samples=200)
+    text = report.read_text()
+    assert "Each model trained for 20 steps of batch 64 (AdamW, lr 0.001" in text
+    assert "recipe sets its own training defaults (`flowforge models`): maf: lr 0.003." in text
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert [r["train"]["lr"] for r in results["results"]] == [1e-3, 1e-3, 3e-3]
+    with pytest.raises(ValueError, match="no training config for nsf"):
+        compare(["nsf"], "checkerboard", {}, configs, tmp_path / "d")
 
 
 @pytest.mark.slow

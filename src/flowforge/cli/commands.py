@@ -15,7 +15,11 @@ def _add_train_flags(p: argparse.ArgumentParser, steps_default: str = "5000") ->
     g = p.add_argument_group("training options (override the config file)")
     g.add_argument("--steps", type=int, help=f"optimiser steps (default {steps_default})")
     g.add_argument("--batch-size", type=int, help="global batch size (default 256)")
-    g.add_argument("--lr", type=float, help="peak learning rate of AdamW (default 1e-3)")
+    g.add_argument(
+        "--lr",
+        type=float,
+        help="peak learning rate of AdamW (default 1e-3, or the model's own: `flowforge models`)",
+    )
     g.add_argument("--weight-decay", type=float, help="AdamW weight decay (default 0)")
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default min(100, 5%%))")
     g.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 5; 0 disables)")
@@ -101,7 +105,7 @@ def run_train(args: argparse.Namespace) -> int:
             model_options={**model_cfg, **parse_assignments(args.option, "--option")},
             data_options={**data_cfg, **parse_assignments(args.data_option, "--data-option")},
             standardize=standardize,
-            train=train_options(config.get("train", {}), args),
+            train=train_options(config.get("train", {}), args, model),
         )
         result = start(spec, args.out)
         out = args.out
@@ -261,7 +265,9 @@ def register_compare(sub) -> None:
         "compare",
         help="train several models on the same data and budget, write a report",
         description="Train each model with the same data, steps and batch size, evaluate "
-        "them alike and write report.md, results.json and figures to --out.",
+        "them alike and write report.md, results.json and figures to --out. A model whose "
+        "recipe has training defaults (see `flowforge models`) trains with them unless a "
+        "flag or the [train] table sets the option for all.",
     )
     p.add_argument(
         "--data",
@@ -299,7 +305,7 @@ def run_compare(args: argparse.Namespace) -> int:
         names,
         source,
         data_cfg,
-        train_options(train_cfg, args),
+        {n: train_options(train_cfg, args, n) for n in names},
         Path(args.out),
         standardize=standardize,
         n_samples=args.samples,
@@ -347,6 +353,9 @@ def run_models(args: argparse.Namespace) -> int:
         r = models.recipe(name)
         options = ", ".join(f"{k}={v!r}" for k, v in r.options().items())
         print(f"{name}\n    {r.summary}\n    options: {options}")
+        if r.train_defaults:
+            train = ", ".join(f"{k}={v!r}" for k, v in r.train_defaults.items())
+            print(f"    training defaults (flags and [train] override them): {train}")
     return 0
 
 

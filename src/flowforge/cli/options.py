@@ -73,9 +73,15 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, object]:
     return out
 
 
-def train_options(table: dict, args: argparse.Namespace) -> TrainConfig:
-    """A :class:`TrainConfig` from a config file's ``[train]`` table, overridden by flags."""
-    values = dict(table)
+def train_options(table: dict, args: argparse.Namespace, model: str | None = None) -> TrainConfig:
+    """A :class:`TrainConfig` from the training defaults of the recipe ``model`` (if given),
+    overridden by a config file's ``[train]`` table, overridden by flags."""
+    values = {}
+    if model is not None:
+        from ..models import recipe
+
+        values.update(recipe(model).train_defaults)
+    values.update(table)
     for name in _TRAIN_FLAGS:
         flag = getattr(args, name, None)
         if flag is not None:

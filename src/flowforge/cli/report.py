@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections import Counter
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -114,18 +116,28 @@ def compare(
     names: list[str],
     source: str,
     data_options: dict,
-    train_config: TrainConfig,
+    train_config: TrainConfig | Mapping[str, TrainConfig],
     out: Path,
     standardize: bool = True,
     n_samples: int = 5000,
 ) -> Path:
     """Train every model in ``names`` on the same data and budget; write the report to ``out``.
 
-    Writes ``out/runs/NAME`` (each a normal run directory), ``out/results.json``,
-    ``out/samples.png`` (samples per model beside the data), ``out/curves.png`` (training curves)
-    and ``out/report.md``. Returns the path of ``report.md``.
+    ``train_config`` is one :class:`TrainConfig` for all, or one per name (the CLI passes each
+    model its recipe's training defaults this way); the report names the settings in which
+    models differ. Writes ``out/runs/NAME`` (each a normal run directory),
+    ``out/results.json``, ``out/samples.png`` (samples per model beside the data),
+    ``out/curves.png`` (training curves) and ``out/report.md``. Returns the path of
+    ``report.md``.
     """
     out = Path(out)
+    if isinstance(train_config, TrainConfig):
+        configs = dict.fromkeys(names, train_config)
+    else:
+        missing = [n for n in names if n not in train_config]
+        if missing:
+            raise ValueError(f"no training config for {', '.join(missing)}")
+        configs = {n: train_config[n] for n in names}
     clashes = [n for n in names if (out / "runs" / n).exists()]
     if clashes:
         raise FileExistsError(
@@ -134,16 +146,18 @@ def compare(
     rows, samples = [], {}
     dataset = data.load(source, **data_options)
     for i, name in enumerate(names, 1):
+        cfg = configs[name]
         print(
-            f"[{i}/{len(names)}] training {name} on {dataset.name} ({train_config.steps} steps)",
+            f"[{i}/{len(names)}] training {name} on {dataset.name} ({cfg.steps} steps)",
             flush=True,
         )
-        spec = RunSpec(name, source, {}, data_options, standardize, train_config)
+        spec = RunSpec(name, source, {}, data_options, standardize, cfg)
         run_dir = out / "runs" / name
         trained = start(spec, run_dir)
         model, config = load(run_dir)
         row = evaluate_model(model, config, n_samples=n_samples)
         row["train_seconds"] = trained.seconds
+        row["train"] = cfg.to_dict()
         if row["nfe"] is not None:
             row["nfe"]["train"] = _training_nfe(run_dir)
         rows.append(row)
@@ -159,8 +173,8 @@ def compare(
         out / "results.json",
         {
             "data": dataset.name,
-            "steps": train_config.steps,
-            "batch_size": train_config.batch_size,
+            "steps": _shared(configs, "steps"),
+            "batch_size": _shared(configs, "batch_size"),
             "results": rows,
         },
     )
@@ -178,8 +192,31 @@ def compare(
         viz.save_figure(_curves_figure(names, out), out / "curves.png")
         figures.append("curves.png")
     report = out / "report.md"
-    write_atomic(report, _markdown(dataset, train_config, rows, figures).encode())
+    write_atomic(report, _markdown(dataset, configs, rows, figures).encode())
     return report
+
+
+# The training settings the report states; where models differ, the exceptions are listed.
+_REPORTED_SETTINGS = ("steps", "batch_size", "lr", "ema_decay", "seed")
+
+
+def _shared(configs: Mapping[str, TrainConfig], key: str) -> object:
+    """The value of setting ``key`` that most models train with."""
+    return Counter(getattr(c, key) for c in configs.values()).most_common(1)[0][0]
+
+
+def _exceptions(configs: Mapping[str, TrainConfig]) -> list[str]:
+    """``"resflow: lr 0.01"`` for every model whose settings differ from the shared ones."""
+    out = []
+    for name, cfg in configs.items():
+        diff = [
+            f"{key.replace('_', ' ')} {getattr(cfg, key):g}"
+            for key in _REPORTED_SETTINGS
+            if getattr(cfg, key) != _shared(configs, key)
+        ]
+        if diff:
+            out.append(f"{name}: {', '.join(diff)}")
+    return out
 
 
 def _weights(loaded: dict | None) -> str:
@@ -239,16 +276,28 @@ def _nfe_cells(nfe: dict | None) -> str:
     return cell + f" {nfe['sample']:.0f} / {nfe['log_prob']:.0f} |"
 
 
-def _markdown(dataset: data.Dataset, cfg: TrainConfig, rows: list[dict], figures) -> str:
+def _markdown(
+    dataset: data.Dataset, configs: Mapping[str, TrainConfig], rows: list[dict], figures
+) -> str:
     has_bpd = dataset.levels is not None
+    shared = {key: _shared(configs, key) for key in _REPORTED_SETTINGS}
+    exceptions = _exceptions(configs)
     lines = [
         f"# flowforge compare: {dataset.name}",
         "",
-        f"Every model trained for {cfg.steps} steps of batch {cfg.batch_size} (AdamW, lr "
-        f"{cfg.lr:g}, warm-up + cosine, EMA {cfg.ema_decay:g}, seed {cfg.seed}), on the same "
+        f"{'Each' if exceptions else 'Every'} model trained for {shared['steps']} steps of "
+        f"batch {shared['batch_size']} (AdamW, lr {shared['lr']:g}, warm-up + cosine, EMA "
+        f"{shared['ema_decay']:g}, seed {shared['seed']}), on the same "
         f"{dataset.train.shape[0]} training points; test NLL on {rows[0]['n']} held-out points.",
         "",
     ]
+    if exceptions:
+        lines += [
+            "Except where its recipe sets its own training defaults (`flowforge models`): "
+            + "; ".join(exceptions)
+            + ".",
+            "",
+        ]
     if dataset.entropy is not None:
         floor = f"{dataset.entropy:.3f}"
         if dataset.entropy_stderr:

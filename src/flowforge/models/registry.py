@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
 
 from .._checks import check_count
 from ..distributions.model import Model
@@ -12,11 +13,19 @@ from ..distributions.model import Model
 
 @dataclass(frozen=True)
 class Recipe:
-    """A registered model: its name, a one-line summary and the function that builds it."""
+    """A registered model: its name, a one-line summary, the function that builds it and the
+    training settings it needs where the shared defaults do not suit it.
+
+    ``train_defaults`` maps :class:`~flowforge.train.TrainConfig` fields to values (e.g.
+    ``{"lr": 1e-2}``): ``flowforge train`` and ``flowforge compare`` start from them and let a
+    config file's ``[train]`` table and the command-line flags override them. The Python API
+    leaves them to you: ``TrainConfig(**recipe(name).train_defaults, steps=...)``.
+    """
 
     name: str
     summary: str
     build: Callable[..., Model]
+    train_defaults: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
 
     def options(self) -> dict[str, object]:
         """The keyword options of the recipe with their defaults (``dim`` excluded)."""
@@ -27,13 +36,16 @@ class Recipe:
 _REGISTRY: dict[str, Recipe] = {}
 
 
-def register(name: str, summary: str) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
-    """Register ``build(dim, **options) -> Model`` under ``name``."""
+def register(
+    name: str, summary: str, train: Mapping[str, object] | None = None
+) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
+    """Register ``build(dim, **options) -> Model`` under ``name``, with the training settings
+    ``train`` it needs beyond the shared defaults (see :class:`Recipe`)."""
 
     def decorator(build: Callable[..., Model]) -> Callable[..., Model]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
-        _REGISTRY[name] = Recipe(name, summary, build)
+        _REGISTRY[name] = Recipe(name, summary, build, MappingProxyType(dict(train or {})))
         return build
 
     return decorator
