@@ -391,11 +391,12 @@ class Schedule:
     warmup: int
     eval_every: int
 
-    def lr_at(self, step: int, steps: int) -> float:
-        """Learning rate of step ``step`` (1-based) of ``steps``."""
+    def rates(self, steps: int) -> list[float]:
+        """The learning rate of each of ``steps`` steps."""
         if not self.cosine:
-            return self.lr
-        return ff.train.TrainConfig(steps=steps, lr=self.lr, warmup_steps=self.warmup).lr_at(step)
+            return [self.lr] * steps
+        cfg = ff.train.TrainConfig(steps=steps, lr=self.lr, warmup_steps=self.warmup)
+        return [cfg.lr_at(step) for step in range(1, steps + 1)]
 
 
 @torch.no_grad()
@@ -427,10 +428,11 @@ def train_and_evaluate(
     log_every = min(LOG_EVERY, steps)
     eval_seconds = 0.0
 
+    rates = schedule.rates(steps)
     wall_start = time.perf_counter()
     for step in range(steps):
         for group in optimizer.param_groups:
-            group["lr"] = schedule.lr_at(step + 1, steps)
+            group["lr"] = rates[step]
         start = time.perf_counter()
         losses.append(train_step(model, optimizer, batches[step]))
         step_times.append(time.perf_counter() - start)

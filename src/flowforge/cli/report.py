@@ -205,14 +205,14 @@ def _shared(configs: Mapping[str, TrainConfig], key: str) -> object:
     return Counter(getattr(c, key) for c in configs.values()).most_common(1)[0][0]
 
 
-def _exceptions(configs: Mapping[str, TrainConfig]) -> list[str]:
-    """``"resflow: lr 0.01"`` for every model whose settings differ from the shared ones."""
+def _exceptions(configs: Mapping[str, TrainConfig], shared: Mapping[str, object]) -> list[str]:
+    """``"resflow: lr 0.01"`` for every model whose settings differ from the ``shared`` ones."""
     out = []
     for name, cfg in configs.items():
         diff = [
             f"{key.replace('_', ' ')} {getattr(cfg, key):g}"
             for key in _REPORTED_SETTINGS
-            if getattr(cfg, key) != _shared(configs, key)
+            if getattr(cfg, key) != shared[key]
         ]
         if diff:
             out.append(f"{name}: {', '.join(diff)}")
@@ -281,7 +281,7 @@ def _markdown(
 ) -> str:
     has_bpd = dataset.levels is not None
     shared = {key: _shared(configs, key) for key in _REPORTED_SETTINGS}
-    exceptions = _exceptions(configs)
+    exceptions = _exceptions(configs, shared)
     lines = [
         f"# flowforge compare: {dataset.name}",
         "",
