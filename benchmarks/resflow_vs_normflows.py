@@ -3,8 +3,8 @@
 Both flows get the same architecture, estimator and budget. Each flow, in the normalizing
 (data-to-base) direction, is ``ActNorm, Residual, ActNorm, Residual, ..., Residual, ActNorm``:
 8 residual blocks ``y = x + g(x)`` and 9 ActNorms with data-dependent initialisation, onto a
-fixed ``N(0, I)`` base. Each branch is ``g(x) = W3 phi(W2 phi(W1 x + b1) + b2) + b3`` with
-2 -> 128 -> 128 -> 2 spectrally normalised linear layers and LipSwish activations
+fixed ``N(0, I)`` base. Each branch is ``g(x) = W3 phi(W2 phi(W1 phi(x) + b1) + b2) + b3``
+with 2 -> 128 -> 128 -> 2 spectrally normalised linear layers and LipSwish activations
 ``phi(x) = x sigmoid(beta x) / 1.1`` (learned ``beta``), and ``Lip(g) <= 0.97``. Training
 estimates each block's log-det by the Russian-roulette power series (2 terms always, then a
 geometric(1/2) number of extra terms, one draw per batch) with the Neumann-series
@@ -36,11 +36,13 @@ Matching normflows (1.7.3; paths relative to its package; reading its source, no
 
 * **Branch layout.** ``nf.nets.LipschitzMLP`` puts a ``Swish`` before *every* linear layer,
   the first included (``nets/lipschitz.py`` l. 48-62), so its branch is
-  ``W3 phi(W2 phi(W1 phi(x)))``: one more activation than flowforge's (and Chen et al.'s)
-  ``LipschitzMLP``. For the same architecture the normflows branch is assembled from
-  normflows' own layers, ``nf.nets.lipschitz.InducedNormLinear`` and ``Swish``, in
-  flowforge's order, with the last layer's weights shrunk like ``init_zeros=True`` does
-  (l. 196-200). ``--normflows-mlp`` uses ``nf.nets.LipschitzMLP`` as shipped instead.
+  ``W3 phi(W2 phi(W1 phi(x)))``, as in Chen et al.'s code (``train_toy.py``, ``build_nnet``)
+  and, since the fix of the slow start (docs/benchmarks.md), flowforge's default
+  (``input_activation=True``). The normflows branch is assembled from normflows' own layers,
+  ``nf.nets.lipschitz.InducedNormLinear`` and ``Swish``, in flowforge's order (without the
+  input ``Swish`` when ``--ff-option input_activation=False``), with the last layer's weights
+  shrunk like ``init_zeros=True`` does (l. 196-200). ``--normflows-mlp`` uses
+  ``nf.nets.LipschitzMLP`` as shipped instead.
 * **Lipschitz coefficient.** normflows' ``lipschitz_const`` bounds each linear layer
   (l. 54), flowforge's ``coeff`` the whole branch (each of its ``L`` layers gets
   ``coeff ** (1 / L)``). normflows' layers get ``0.97 ** (1 / 3) = 0.98990`` each, so both
@@ -86,8 +88,20 @@ Matching normflows (1.7.3; paths relative to its package; reading its source, no
   ``tol = 3.2e-3`` (``sample_loose_ms``), and the round-trip error shows the accuracy bought.
 * **Initialisation** is each library's own: normflows' last layer starts near zero (weights
   / 1000) and ``beta = softplus(0.5)``; flowforge's layers start as ``nn.Linear`` and
-  ``beta = 1``. normflows' ``iResBlock`` registers its roulette settings ``geom_p`` and
-  ``lamb`` as parameters that never get gradients; they are left out of the counts.
+  ``beta = 16`` (``LIPSWISH_BETA``; 1 before the slow-start fix). normflows' ``iResBlock``
+  registers its roulette settings ``geom_p`` and ``lamb`` as parameters that never get
+  gradients; they are left out of the counts.
+
+Variants, for the experiments behind the defaults (docs/benchmarks.md, "the slow start at
+lr 1e-3"): ``--screen`` trains and scores only (no timing), ``--libraries`` runs one side,
+``--ff-option KEY=VALUE`` passes a keyword to flowforge's recipe (``input_activation=False``
+also drops the input ``Swish`` of normflows' matched branch), ``--ff-last-scale`` and
+``--ff-normalize-init`` change flowforge's initialisation, ``--normflows-layer-coeff`` sets
+normflows' per-layer bound (its example's 0.9), e.g.::
+
+    OMP_NUM_THREADS=1 python benchmarks/resflow_vs_normflows.py --steps 1000 --lr 1e-3 \
+        --threads 1 --screen --libraries flowforge --seeds 0 \
+        --ff-option input_activation=False --ff-option beta=1.0
 
 The acceptance bar (from the issue): flowforge's test NLL no worse than normflows', and its
 training step no slower.
@@ -112,6 +126,7 @@ Raw per-seed numbers and the summary are written to
 from __future__ import annotations
 
 import argparse
+import ast
 import dataclasses
 import itertools
 import math
@@ -165,6 +180,15 @@ class Architecture:
     power_iterations: int
     probe: str
     normflows_mlp: bool
+    # Experiment variants (docs/benchmarks.md, "the slow start at lr 1e-3"):
+    # normflows' per-layer bound instead of the matched coeff ** (1 / L) (its example: 0.9);
+    normflows_layer_coeff: float | None = None
+    # keyword arguments passed to flowforge's recipe on top of the shared settings.
+    flowforge_options: tuple[tuple[str, Any], ...] = ()
+    # multiply the last linear layer of every flowforge branch by this after construction.
+    flowforge_last_scale: float | None = None
+    # replace every flowforge spectral layer's raw weight by its normalised one at init.
+    flowforge_normalize_init: bool = False
 
     @property
     def linear_layers(self) -> int:
@@ -175,6 +199,18 @@ class Architecture:
     def layer_coeff(self) -> float:
         """Per-layer Lipschitz bound whose product over the branch is ``coeff``."""
         return self.coeff ** (1 / self.linear_layers)
+
+    @property
+    def input_activation(self) -> bool:
+        """Whether flowforge's branch (and so normflows' matched one) starts with an activation."""
+        return bool(dict(self.flowforge_options).get("input_activation", True))
+
+    @property
+    def normflows_coeff(self) -> float:
+        """normflows' per-layer Lipschitz bound."""
+        if self.normflows_layer_coeff is not None:
+            return self.normflows_layer_coeff
+        return self.layer_coeff
 
 
 class FlowforgeResFlow(nn.Module):
@@ -196,7 +232,19 @@ class FlowforgeResFlow(nn.Module):
             neumann_grad=True,
             eval_estimator="exact",
             n_power_iterations=arch.power_iterations,
+            **dict(arch.flowforge_options),
         )
+        if arch.flowforge_last_scale is not None:
+            with torch.no_grad():
+                for block in self.blocks():
+                    last = block.branch.linears[-1]
+                    last.weight.mul_(arch.flowforge_last_scale)
+                    last.converge()
+        with torch.no_grad():
+            for m in self.flow.modules():
+                if arch.flowforge_normalize_init and isinstance(m, ff.nets.SpectralLinear):
+                    m.weight.copy_(m.normalized_weight())
+                    m.converge()
         if arch.probe != "rademacher":
             for block in self.blocks():
                 block.train_logdet = dataclasses.replace(block.train_logdet, probe=arch.probe)
@@ -279,19 +327,19 @@ class NormflowsResFlow(nn.Module):
         if arch.normflows_mlp:
             return nf.nets.LipschitzMLP(
                 sizes,
-                lipschitz_const=arch.layer_coeff,
+                lipschitz_const=arch.normflows_coeff,
                 max_lipschitz_iter=arch.power_iterations,
                 init_zeros=True,
             )
         layers: list[nn.Module] = []
         for i, (a, b) in enumerate(itertools.pairwise(sizes)):
-            if i:
+            if i or arch.input_activation:
                 layers.append(Swish())
             layers.append(
                 InducedNormLinear(
                     a,
                     b,
-                    coeff=arch.layer_coeff,
+                    coeff=arch.normflows_coeff,
                     domain=2,
                     codomain=2,
                     n_iterations=arch.power_iterations,
@@ -390,6 +438,8 @@ class Schedule:
     cosine: bool
     warmup: int
     eval_every: int
+    # Screening: test NLL only, no timing of steps, log_prob or sampling.
+    screen: bool = False
 
     def rates(self, steps: int) -> list[float]:
         """The learning rate of each of ``steps`` steps."""
@@ -456,6 +506,23 @@ def train_and_evaluate(
     nll, nll_stderr, nll_error = test_nll(model, test)
     if schedule.eval_every:
         nll_curve.append({"step": steps, "test_nll": test_nll(model, test[:EVAL_CHUNK])[0]})
+    if schedule.screen:
+        print(
+            f"  {library:9s} seed {seed}  test NLL {nll:.4f} +- {nll_stderr:.4f}"
+            f"  train {train_wall:.1f} s",
+            flush=True,
+        )
+        return {
+            "library": library,
+            "seed": seed,
+            "steps": steps,
+            "test_nll": nll,
+            "test_nll_stderr": nll_stderr,
+            "test_nll_error": nll_error,
+            "train_wall_s": train_wall,
+            "curve": curve,
+            "test_nll_curve": nll_curve,
+        }
     log_prob_s, _ = median_time(lambda: log_prob_pass(model, test), TIMING_REPEATS)
     sample_s, samples = median_time(lambda: draw(model, SAMPLE_SIZE), TIMING_REPEATS)
     z = torch.randn(SAMPLE_SIZE, 2, generator=torch.Generator().manual_seed(seed))
@@ -653,7 +720,43 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--normflows-mlp",
         action="store_true",
-        help="use nf.nets.LipschitzMLP as shipped (an extra Swish on the input)",
+        help="use nf.nets.LipschitzMLP as shipped (its per-layer bound, zero-init last layer)",
+    )
+    p.add_argument(
+        "--libraries",
+        default=",".join(LIBRARIES),
+        help="comma-separated libraries to run (screening one side)",
+    )
+    p.add_argument(
+        "--screen",
+        action="store_true",
+        help="test NLLs only: no timing, no summary verdicts (for the variant experiments)",
+    )
+    p.add_argument(
+        "--normflows-layer-coeff",
+        type=float,
+        default=None,
+        help="normflows' Lipschitz bound per linear layer instead of the matched"
+        " coeff ** (1 / layers) (normflows' example: 0.9)",
+    )
+    p.add_argument(
+        "--ff-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra keyword of flowforge's resflow recipe (VALUE a Python literal),"
+        " e.g. --ff-option actnorm=False; repeatable",
+    )
+    p.add_argument(
+        "--ff-last-scale",
+        type=float,
+        default=None,
+        help="multiply the last linear layer of every flowforge branch by this at init",
+    )
+    p.add_argument(
+        "--ff-normalize-init",
+        action="store_true",
+        help="start every flowforge spectral layer's raw weight at its normalised value",
     )
     p.add_argument("--rounds", type=int, default=8, help="round-robin timing rounds")
     p.add_argument("--round-steps", type=int, default=20, help="steps per library per round")
@@ -662,7 +765,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         default=None,
         help="JSON output (default benchmarks/results/resflow_vs_normflows.json,"
-        " _quick with --quick)",
+        " _quick with --quick, _screen with --screen)",
     )
     p.add_argument(
         "--quick", action="store_true", help="smoke test: 50 steps, 1 seed, 2,000 test points"
@@ -672,7 +775,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.steps, args.seeds, args.test_size = 50, "0", 2_000
         args.rounds, args.round_steps = 2, 5
     if args.out is None:
-        name = "resflow_vs_normflows_quick.json" if args.quick else "resflow_vs_normflows.json"
+        name = (
+            "resflow_vs_normflows_quick.json"
+            if args.quick
+            else "resflow_vs_normflows_screen.json"
+            if args.screen
+            else "resflow_vs_normflows.json"
+        )
         args.out = Path("benchmarks/results") / name
     if args.steps < 2 or args.batch_size < 2 or args.test_size < 2:
         p.error("--steps, --batch-size and --test-size must be >= 2")
@@ -690,6 +799,23 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         p.error(f"--hidden must be comma-separated integers, got {args.hidden!r}")
     if not args.hidden_sizes or min(args.hidden_sizes) < 1:
         p.error(f"--hidden must name at least one size >= 1, got {args.hidden!r}")
+    args.library_list = tuple(lib for lib in args.libraries.split(",") if lib.strip())
+    if not args.library_list or set(args.library_list) - set(LIBRARIES):
+        p.error(f"--libraries must name some of {', '.join(LIBRARIES)}, got {args.libraries!r}")
+    if not args.screen and args.library_list != LIBRARIES:
+        p.error("--libraries other than both needs --screen (the summary compares both)")
+    if args.normflows_layer_coeff is not None and not 0 < args.normflows_layer_coeff < 1:
+        p.error("--normflows-layer-coeff must be in (0, 1)")
+    options = []
+    for item in args.ff_option:
+        key, sep, value = item.partition("=")
+        try:
+            options.append((key.strip(), ast.literal_eval(value.strip())))
+        except (ValueError, SyntaxError):
+            sep = ""
+        if not sep or not key.strip():
+            p.error(f"--ff-option must be KEY=VALUE with a Python literal, got {item!r}")
+    args.ff_options = tuple(options)
     args.seed_list = [int(s) for s in args.seeds.split(",") if s.strip()]
     if not args.seed_list:
         p.error("--seeds must name at least one seed")
@@ -710,6 +836,10 @@ def main(argv: list[str] | None = None) -> None:
         power_iterations=args.power_iterations,
         probe=args.probe,
         normflows_mlp=args.normflows_mlp,
+        normflows_layer_coeff=args.normflows_layer_coeff,
+        flowforge_options=args.ff_options,
+        flowforge_last_scale=args.ff_last_scale,
+        flowforge_normalize_init=args.ff_normalize_init,
     )
     test, load_start = prepare(args, f"normflows {nf.__version__}", TEST_SEED)
     print(
@@ -719,13 +849,18 @@ def main(argv: list[str] | None = None) -> None:
         f" flowforge probe {arch.probe}, normflows branch"
         f" {'LipschitzMLP' if arch.normflows_mlp else 'matched'}"
     )
-    schedule = Schedule(args.lr, args.schedule == "cosine", args.warmup, args.eval_every)
+    schedule = Schedule(
+        args.lr, args.schedule == "cosine", args.warmup, args.eval_every, args.screen
+    )
     bench_start = time.perf_counter()
 
     def run(library: str, seed: int, batches: Tensor) -> dict[str, Any]:
         return train_and_evaluate(library, seed, batches, test, schedule, arch)
 
-    runs = interleaved_runs(args.seed_list, args.steps, args.batch_size, LIBRARIES, run)
+    runs = interleaved_runs(args.seed_list, args.steps, args.batch_size, args.library_list, run)
+    if args.screen:
+        screen_report(args, arch, runs, load_start, bench_start)
+        return
     print("round-robin step timing")
     timing_batch = ff.data.checkerboard(args.batch_size, seed=TIMING_SEED)
     timing = step_timing(timing_batch, args.rounds, args.round_steps, args.lr, arch)
@@ -769,6 +904,47 @@ def main(argv: list[str] | None = None) -> None:
     write_report(args.out, report)
     if args.eval_every:
         plot_curves(runs, args.out.with_suffix(".png"))
+
+
+def screen_report(
+    args: argparse.Namespace,
+    arch: Architecture,
+    runs: list[dict[str, Any]],
+    load_start: tuple[float, ...],
+    bench_start: float,
+) -> None:
+    """Print the median test NLL per library and write the runs as JSON (``--screen``)."""
+    medians = {}
+    for lib in args.library_list:
+        nlls = [r["test_nll"] for r in runs if r["library"] == lib]
+        medians[lib] = statistics.median(nlls)
+        per_seed = ", ".join(f"{v:.4f}" for v in nlls)
+        print(f"{lib}: median test NLL {medians[lib]:.4f} (per seed: {per_seed})")
+    report = {
+        "config": {
+            "steps": args.steps,
+            "batch_size": args.batch_size,
+            "lr": args.lr,
+            "schedule": args.schedule,
+            "seeds": args.seed_list,
+            "test_size": args.test_size,
+            "layer_coeff": arch.layer_coeff,
+            "normflows_layer_coeff": arch.normflows_coeff,
+            "flowforge_options": dict(arch.flowforge_options),
+            "flowforge_last_scale": arch.flowforge_last_scale,
+            "flowforge_normalize_init": arch.flowforge_normalize_init,
+            "input_activation": arch.input_activation,
+            "normflows_mlp": arch.normflows_mlp,
+            "blocks": arch.blocks,
+            "hidden": list(arch.hidden),
+            "coeff": arch.coeff,
+        },
+        "environment": environment({"normflows": nf.__version__}, load_start),
+        "total_wall_s": time.perf_counter() - bench_start,
+        "runs": runs,
+        "median_test_nll": medians,
+    }
+    write_report(args.out, report)
 
 
 def plot_curves(runs: list[dict[str, Any]], path: Path) -> None:

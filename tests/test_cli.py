@@ -426,7 +426,8 @@ def test_compare_reports_per_model_settings(tmp_path):
     }
     report = compare(list(configs), "checkerboard", {}, configs, tmp_path / "c", n_samples=200)
     text = report.read_text()
-    assert "Each model trained for 20 steps of batch 64 (AdamW, lr 0.001" in text
+    assert "**Budget: equal steps.** Every model trained for 20 optimiser steps of batch 64" in text
+    assert "Shared settings: AdamW, lr 0.001" in text
     assert "recipe sets its own training defaults (`flowforge models`): maf: lr 0.003." in text
     results = json.loads((tmp_path / "c" / "results.json").read_text())
     assert [r["train"]["lr"] for r in results["results"]] == [1e-3, 1e-3, 3e-3]
@@ -463,6 +464,6 @@ def test_compare_writes_a_report(tmp_path):
     nfe = results[1]["nfe"]
     assert nfe["sample"] >= 6 and nfe["log_prob"] >= 6 and nfe["train"]["last"] >= 6
     assert "NFE train (first → last)" in report and "| nice |" in report
-    assert "![density_ffjord.png](density_ffjord.png)" in report
-    for fig in ("samples.png", "curves.png", "density_nice.png", "density_ffjord.png"):
+    assert "![densities.png](densities.png)" in report
+    for fig in ("samples.png", "curves.png", "densities.png"):
         assert (out / fig).read_bytes()[:4] == b"\x89PNG"

@@ -702,3 +702,69 @@ def test_fit_standardization():
         fit_standardization(torch.tensor([[0.0], [math.inf]]))
     with pytest.raises(ValueError, match=r"shape \(N, \*event_shape\)"):
         fit_standardization(torch.zeros(5))
+
+
+# -- column names, directories, wrapped-model messages (issue 12) -------------------------------
+
+
+def test_csv_header_names_the_columns(tmp_path):
+    (tmp_path / "h.csv").write_text("height, weight,,age\n1.7,60,1,30\n1.8,75,2,40\n1.6,55,3,50\n")
+    x, columns = ff.data.read_columns(tmp_path / "h.csv")
+    assert x.shape == (3, 4)
+    assert columns == ("height", "weight", "x3", "age")  # an empty name: its position
+    ds = load(tmp_path / "h.csv")
+    assert ds.columns == ("height", "weight", "x3", "age")
+    (tmp_path / "n.csv").write_text("1,2\n3,4\n5,6\n")
+    assert ff.data.read_columns(tmp_path / "n.csv")[1] is None
+    assert load(tmp_path / "n.csv").columns is None
+    # a "# a,b" header (numpy.savetxt's) is a comment, not column names
+    np.savetxt(tmp_path / "s.csv", np.ones((3, 2)), delimiter=",", header="a,b")
+    assert load(tmp_path / "s.csv").columns is None
+
+
+def test_structured_arrays_name_the_columns_plain_arrays_do_not(tmp_path):
+    table = np.zeros(4, dtype=[("u", "f8"), ("v", "i4")])
+    np.save(tmp_path / "t.npy", table)
+    np.savez(tmp_path / "t.npz", table=table)
+    np.save(tmp_path / "p.npy", np.ones((4, 2)))
+    assert load(tmp_path / "t.npy").columns == ("u", "v")
+    assert load(tmp_path / "t.npz").columns == ("u", "v")
+    assert load(tmp_path / "p.npy").columns is None
+    assert load("moons", n_train=5, n_val=5, n_test=5).columns is None
+
+
+def test_dataset_checks_its_columns():
+    x = torch.zeros(4, 2)
+    assert Dataset("d", x, x, x, event_shape=(2,), columns=["a", "b"]).columns == ("a", "b")
+    with pytest.raises(ValueError, match=r"one name per feature.*got 3 names"):
+        Dataset("d", x, x, x, event_shape=(2,), columns=("a", "b", "c"))
+    with pytest.raises(TypeError, match="columns must be strings"):
+        Dataset("d", x, x, x, event_shape=(2,), columns=("a", 2))
+    img = torch.zeros(4, 1, 2, 2)
+    with pytest.raises(ValueError, match=r"one name per feature of \(N, D\) data"):
+        Dataset("d", img, img, img, event_shape=(1, 2, 2), columns=("a",))
+
+
+def test_a_directory_is_not_a_dataset(tmp_path):
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "points.csv").write_text("1,2\n3,4\n5,6\n")
+    (tmp_path / "data" / "notes.txt").write_text("hi")
+    with pytest.raises(ValueError, match=r"data is a directory; a dataset is a built-in name "):
+        load(tmp_path / "data")
+    with pytest.raises(ValueError, match=r"it holds points\.csv$"):
+        load(str(tmp_path / "data"))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match=r"is a directory;.*\.npy, \.npz, \.csv$"):
+        load(tmp_path / "empty")
+    (tmp_path / "odd.csv").mkdir()
+    with pytest.raises(ValueError, match=r"odd\.csv is a directory, not a \.csv file"):
+        load(tmp_path / "odd.csv")
+
+
+def test_standardize_names_the_wrapped_model_in_solver_errors():
+    wrapped = Standardize(ff.models.create("nsf", dim=2, layers=1), MEAN, STD)
+    with pytest.raises(TypeError, match=r"^Flow is not a continuous-time model .*\(got method\)"):
+        wrapped.sample(3, method="euler")
+    cnf = Standardize(ff.models.create("fm", dim=2, hidden=(8,)), MEAN, STD)
+    with pytest.raises(TypeError, match=r"unknown solver option 'order'; FlowMatching takes"):
+        cnf.sample(3, order=2)

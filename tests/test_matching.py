@@ -177,8 +177,27 @@ def test_stratified_times_keep_the_law_and_cover_every_stratum():
     assert not torch.equal(t, t.sort().values)
     with pytest.raises(ValueError, match="stratified must be True or False"):
         UniformTime(stratified=1)
-    assert ff.models.create("otfm", dim=2).time_sampler.stratified
-    assert not ff.models.create("fm", dim=2, stratified=False).time_sampler.stratified
+    assert not ff.models.create("otfm", dim=2).time_sampler.stratified
+    assert ff.models.create("fm", dim=2, stratified=True).time_sampler.stratified
+
+
+def test_fm_default_loss_is_the_plain_cfm_estimator_draw_for_draw():
+    # The recipe's defaults draw noise, then independent uniform times, as the plain
+    # conditional flow-matching estimator does: the benchmark's "same recipe as the peers".
+    torch.manual_seed(0)
+    model = ff.models.create("fm", dim=2, hidden=(16, 16))
+    x1 = ff.data.checkerboard(64, seed=1)
+    torch.manual_seed(7)
+    loss = model.loss(x1)
+    torch.manual_seed(7)
+    x0 = torch.randn_like(x1)
+    t = torch.rand(64)
+    sigma_min = 1e-4
+    xt = t[:, None] * x1 + (1 - (1 - sigma_min) * t[:, None]) * x0
+    target = x1 - (1 - sigma_min) * x0
+    with torch.no_grad():
+        expected = (model.field(t, xt) - target).square().mean()
+    assert torch.allclose(loss.detach(), expected, rtol=1e-5, atol=1e-7)
 
 
 @pytest.mark.parametrize(

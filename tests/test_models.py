@@ -72,6 +72,18 @@ def test_sampling(name, d):
     torch.testing.assert_close(log_prob, model.log_prob(x), atol=1e-6, rtol=1e-6)
 
 
+@pytest.mark.parametrize("name", MODELS)
+def test_samples_carry_no_gradient_but_log_prob_and_decode_do(name):
+    # The README's `model.sample(1000).numpy()` must work on a model fresh from training.
+    model = build(name, 2).train()
+    x = model.sample(5)
+    assert not x.requires_grad and x.grad_fn is None
+    assert x.numpy().shape == (5, 2)
+    assert model.log_prob(data(2, 4)).requires_grad
+    assert model.decode(torch.randn(4, 2, dtype=torch.float64)).requires_grad  # reparameterised
+    assert model.sample_and_log_prob(4)[0].requires_grad
+
+
 @pytest.mark.parametrize("name", DISCRETE)
 def test_inverse_log_det_is_minus_forward(name):
     model = build(name, 5)
@@ -201,7 +213,9 @@ def test_registry_lists_the_families_in_order_of_publication():
 @pytest.mark.parametrize(
     ("name", "kwargs", "error", "message"),
     [
-        ("glowish", {"dim": 2}, ValueError, "unknown model 'glowish'; available models: nice"),
+        ("glowish", {"dim": 2}, ValueError, "unknown model 'glowish': available models are nice"),
+        ("nsff", {"dim": 2}, ValueError, r"unknown model 'nsff': did you mean 'nsf'\? available"),
+        ("NSF", {"dim": 2}, ValueError, r"unknown model 'NSF': did you mean 'nsf'\?"),
         ("nsf", {"dim": 0}, ValueError, "dim must be a positive int"),
         ("nsf", {"dim": 2.0}, TypeError, "dim must be a positive int"),
         ("nsf", {"dim": 2, "bins": 1}, ValueError, "bins"),
@@ -211,6 +225,7 @@ def test_registry_lists_the_families_in_order_of_publication():
         ("nsf", {"dim": 2, "mixing": "shuffle"}, ValueError, "mixing"),
         ("nsf", {"dim": 1}, ValueError, "need dim >= 2"),
         ("nsf", {"dim": 2, "blocks": 3}, TypeError, "no option 'blocks'; its options are: layers"),
+        ("nsf", {"dim": 2, "layer": 3}, TypeError, r"'layer'; did you mean 'layers'\? its options"),
         ("maf", {"dim": 2, "context_dim": -1}, ValueError, "context_dim"),
         ("realnvp", {"dim": 2, "scale_bound": 0.0}, ValueError, "scale_bound"),
         ("ffjord", {"dim": 2, "divergence": "trace"}, ValueError, "'exact' or 'hutchinson'"),

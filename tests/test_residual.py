@@ -7,6 +7,7 @@ draws (within 4 standard errors), the power series by its convergence as the ord
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import warnings
@@ -31,6 +32,7 @@ from flowforge.nets import (
     frozen_power_iteration,
     lipschitz_estimate,
 )
+from flowforge.nets.lipschitz import LIPSWISH_BETA
 from helpers import autograd_ladj, batch_jacobian, perturb, state_round_trip
 
 F64 = torch.float64
@@ -88,9 +90,17 @@ def test_lipschitz_estimate_of_a_linear_map_is_its_spectral_norm():
     torch.testing.assert_close(estimate, torch.linalg.matrix_norm(a, 2))
 
 
+def test_lipswish_starts_at_its_beta():
+    assert float(LipSwish().beta.detach()) == pytest.approx(LIPSWISH_BETA)
+    for beta in (0.01, 1.0, 4.0, 1000.0):  # 1000: the inverse softplus must not overflow
+        assert float(LipSwish(beta).beta.detach()) == pytest.approx(beta, rel=1e-6)
+    for beta in (0, -1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+            LipSwish(beta)
+
+
 def test_lipswish_is_1_lipschitz_for_every_beta():
-    act = LipSwish().double()
-    assert float(act.beta.detach()) == pytest.approx(1.0)
+    act = LipSwish(1.0).double()
     for raw in (-5.0, 0.0, 3.0):  # beta from 0.007 to 3
         with torch.no_grad():
             act.raw_beta.fill_(raw)
@@ -145,6 +155,46 @@ def test_lipschitz_bound_holds_after_training_that_inflates_the_weights():
     lip = lipschitz_estimate(net, 2 * torch.randn(64, 3, dtype=F64), steps=20)
     assert lip <= coeff * (1 + 1e-6)
     assert lip > 0.3 * coeff  # a trained network uses a fair part of its budget
+
+
+def test_branch_applies_its_activation_to_the_input_first():
+    torch.manual_seed(0)
+    x = torch.randn(6, 3, dtype=F64)
+    for input_activation in (True, False):
+        g = LipschitzMLP(3, hidden=(8, 8), coeff=0.9, input_activation=input_activation)
+        g = g.double().eval()
+        h = x if g.input_activation is None else g.input_activation(x)
+        h = g.linears[0](h)
+        for act, linear in zip(g.activations, g.linears[1:], strict=True):
+            h = linear(act(h))
+        torch.testing.assert_close(g(x), h)
+        assert (g.input_activation is not None) == input_activation
+    with pytest.raises(TypeError, match="input_activation must be True or False"):
+        LipschitzMLP(3, input_activation=1)
+
+
+def relative_jacobian_spread(g, x: torch.Tensor) -> float:
+    """Mean |J(x) - mean J| / mean |J| over the points: 0 for an affine map."""
+    jac = batch_jacobian(g, x)
+    return float(
+        (jac - jac.mean(0)).flatten(1).norm(dim=1).mean() / jac.flatten(1).norm(dim=1).mean()
+    )
+
+
+def test_default_branch_starts_far_from_affine():
+    # The cause of the residual flow's slow start at lr 1e-3 (docs/benchmarks.md): a wide
+    # spectrally normalised layer leaves each unit a small range, where LipSwish at beta 1 is
+    # nearly linear. The default branch (input activation, LIPSWISH_BETA) starts nonlinear.
+    x = torch.randn(500, 2, dtype=F64, generator=torch.Generator().manual_seed(0))
+    old = {"input_activation": False, "activation": functools.partial(LipSwish, 1.0)}
+    spreads = {"default": [], "old": []}
+    for name, kwargs in (("default", {}), ("old", old)):
+        for seed in range(3):
+            torch.manual_seed(seed)
+            g = LipschitzMLP(2, hidden=(128, 128), coeff=0.97, **kwargs)
+            spreads[name].append(relative_jacobian_spread(g.double().eval(), x))
+    assert min(spreads["default"]) > 0.4
+    assert max(spreads["old"]) < 0.25
 
 
 def test_power_iteration_runs_in_training_mode_only():
@@ -547,6 +597,26 @@ def test_resflow_says_when_its_log_prob_is_an_estimate():
     assert not exact.train().log_prob_is_exact
     wide = ff.models.create("resflow", dim=65, layers=1, hidden=(8,)).eval()
     assert not wide.log_prob_is_exact
+
+
+def test_resflow_branch_options_reach_every_block():
+    import flowforge as ff
+
+    def swishes(model):
+        return [m for m in model.modules() if isinstance(m, LipSwish)]
+
+    default = ff.models.create("resflow", dim=2, layers=2, hidden=(8,))
+    blocks = [m for m in default.modules() if isinstance(m, T.ResidualBlock)]
+    assert len(blocks) == 2 and all(b.branch.input_activation is not None for b in blocks)
+    assert len(swishes(default)) == 2 * 2  # input + one hidden activation per block
+    assert all(float(a.beta.detach()) == pytest.approx(LIPSWISH_BETA) for a in swishes(default))
+    old = ff.models.create(
+        "resflow", dim=2, layers=2, hidden=(8,), input_activation=False, beta=1.0
+    )
+    assert len(swishes(old)) == 2
+    assert all(float(a.beta.detach()) == pytest.approx(1.0) for a in swishes(old))
+    with pytest.raises(ValueError, match="beta must be a finite number > 0"):
+        ff.models.create("resflow", dim=2, beta=0.0)
 
 
 def test_resflow_sampling_skips_the_log_det():

@@ -173,12 +173,21 @@ def test_samples_default_bounds_follow_the_data():
     assert -4.6 < x0 < -4 and 4 < x1 < 4.6
 
 
-def test_samples_high_dimensional_draws_scatter_and_marginals():
-    fig = plot_samples(points(d=10), points(d=10, seed=1))
-    titles = [ax.get_title() for ax in fig.axes]
-    assert titles[:2] == ["samples", "data"]
-    assert titles[2:] == [f"$x_{{{j}}}$" for j in range(1, 9)]  # at most 8 marginals
-    assert "first 8 of 10" in fig.subfigs[1].get_supxlabel()
+def test_samples_high_dimensional_draw_a_corner_plot():
+    fig = plot_samples(points(d=10), points(d=10, seed=1) + 5)
+    # The first 4 coordinates: 4 histograms on the diagonal, 6 pairwise panels below it.
+    assert len(fig.axes) == 10
+    diagonal = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in diagonal] == [f"$x_{{{j}}}$" for j in range(1, 5)]
+    assert [t.get_text() for t in fig.texts] == ["the first 4 of 10 coordinates"]
+    pair = fig.axes[1]  # row x2, column x1
+    assert (pair.get_xlabel(), pair.get_ylabel()) == ("$x_{1}$", "$x_{2}$")
+    data, samples = pair.collections  # the data beneath, the samples on top
+    assert data.get_offsets()[:, 0].mean() > 4 and abs(samples.get_offsets()[:, 0].mean()) < 1
+    # The axes follow the data, so samples far from it fall outside.
+    assert pair.get_xlim()[0] > 1
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == ["data", "samples"]
 
 
 def test_samples_images_flat_and_shaped():
@@ -205,8 +214,8 @@ def test_samples_drop_non_finite_rows_and_say_so():
 def test_samples_subsampling_is_reproducible_and_leaves_torch_rng_alone():
     x = points(3000, d=3)
     state = torch.random.get_rng_state()
-    a = plot_samples(x, max_points=500).axes[0].collections[0].get_offsets()
-    b = plot_samples(x, max_points=500).axes[0].collections[0].get_offsets()
+    a = plot_samples(x, max_points=500).axes[1].collections[0].get_offsets()
+    b = plot_samples(x, max_points=500).axes[1].collections[0].get_offsets()
     assert torch.equal(state, torch.random.get_rng_state())
     assert a.shape == (500, 2)
     np.testing.assert_array_equal(a, b)
@@ -449,3 +458,126 @@ def test_comparison_errors():
         plot_comparison({"a": points(d=3)}, points())
     with pytest.raises(ValueError, match=r"samples_by_model\['a'\] must have shape"):
         plot_comparison({"a": torch.randn(4)})
+
+
+# -- comparisons of many models ----------------------------------------------------------------
+
+
+def test_style_map_gives_twelve_and_more_models_distinct_styles():
+    from flowforge.viz import style_map
+
+    names = [f"m{i}" for i in range(25)]
+    styles = style_map(names)
+    assert len({(s.color, s.linestyle) for s in styles.values()}) == 25
+    # Beyond ten colours a colour repeats only with another line style and marker.
+    assert styles["m0"].color == styles["m10"].color
+    assert styles["m0"].linestyle != styles["m10"].linestyle
+    assert styles["m0"].marker != styles["m10"].marker
+    # The order fixes the style, whichever subset is drawn.
+    assert style_map(["m3"], order=names)["m3"] == styles["m3"]
+    assert style_map(["new"], order=["a", "b"])["new"] == style_map(["a", "b", "new"])["new"]
+    with pytest.raises(TypeError, match="strings"):
+        style_map([1])
+
+
+def many_records(names):
+    out = {}
+    for k, name in enumerate(names):
+        loss = [
+            {"step": s, "loss": 3 - s / 1000 + k, "time_s": s / 100} for s in range(50, 501, 50)
+        ]
+        val = [{"step": s, "val_nll": 4 - s / 1000 + k / 10} for s in (25, 250, 500)]
+        out[name] = loss + val
+    return out
+
+
+def test_curves_of_many_models_one_style_each_losses_apart_legend_outside():
+    from flowforge.viz import plot_model_curves, style_map
+
+    names = [f"m{i}" for i in range(12)]
+    styles = style_map(names)
+    labels = {n: "NLL" if i < 8 else "regression" for i, n in enumerate(names)}
+    fig = plot_model_curves(many_records(names), styles=styles, loss_labels=labels)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == ["validation NLL (data units)", "NLL", "regression"]
+    val, nll, reg = fig.axes
+    assert len(val.lines) == 12 and len(nll.lines) == 8 and len(reg.lines) == 4
+    drawn = {(line.get_color(), line.get_linestyle(), line.get_marker()) for line in val.lines}
+    assert len(drawn) == 12  # twelve distinct styles
+    for line, name in zip(val.lines, names, strict=True):
+        assert line.get_color() == styles[name].color
+    assert reg.lines[0].get_color() == styles["m8"].color  # the same style in every panel
+    assert val.get_xlabel() == "training time (s)"  # every model has times
+    # Validation records between log lines get interpolated times: step 250 -> 2.5 s.
+    assert 2.5 in val.lines[0].get_xdata()
+    # The one legend lies below the axes, covering none of them.
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    box = legend.get_window_extent()
+    for ax in fig.axes:
+        assert not box.overlaps(ax.get_window_extent())
+    assert [t.get_text() for t in legend.get_texts()] == names
+
+
+def test_density_grid_shares_one_scale_beside_the_true_density():
+    from flowforge.viz import plot_density_grid
+
+    box = (-4.5, 4.5, -4.5, 4.5)
+    models = {
+        "wide": lambda x: -0.5 * (x**2).sum(1) / 4 - math.log(8 * math.pi),
+        "spiky": lambda x: -0.5 * (x**2).sum(1) * 25 + math.log(25 / (2 * math.pi)),
+        "broken": lambda x: torch.full((x.shape[0],), math.nan),
+    }
+    fig = plot_density_grid(
+        models, bounds=box, resolution=30, reference=checkerboard_log_prob, colors={"wide": "red"}
+    )
+    panels = [ax for ax in fig.axes if ax.images]
+    titles = [ax.get_title() for ax in panels]
+    assert titles[0] == "true density" and titles[1:3] == ["wide", "spiky"]
+    assert "900 points NaN/+inf" in titles[3]
+    clims = {ax.images[0].get_clim() for ax in panels}
+    assert len(clims) == 1  # one colour scale ...
+    assert clims.pop() == pytest.approx((0.0, 1 / 32))  # ... the true density's peak
+    assert panels[2].images[0].get_array().max() == pytest.approx(1 / 32)  # saturated
+    assert panels[1].title.get_color() == "red"
+    # Without an exact density the data's histogram is the reference.
+    fig = plot_density_grid(models, bounds=box, resolution=30, data=checkerboard(2000))
+    assert fig.axes[0].get_title() == "data (histogram)"
+    with pytest.raises(ValueError, match=r"\(30, 30\) grid"):
+        plot_density_grid({"a": np.zeros((3, 3))}, bounds=box, resolution=30)
+    with pytest.raises(ValueError, match="at least one"):
+        plot_density_grid({}, bounds=box)
+
+
+def test_pairs_view_of_four_dimensional_data_with_column_names():
+    from flowforge.viz import plot_pairs
+
+    data = points(500, d=4)
+    samples = {"a": points(300, d=4, seed=2), "b": points(300, d=4, seed=3) * 2}
+    columns = ["age", "height", "weight", "income"]
+    fig = plot_pairs(samples, data, columns=columns, colors={"a": "#ff0000"})
+    assert len(fig.axes) == 2 * 6  # two models, six pairs of four coordinates
+    pairs = [(ax.get_xlabel(), ax.get_ylabel()) for ax in fig.axes[:6]]
+    assert pairs[0] == ("age", "height") and pairs[-1] == ("weight", "income")
+    first = fig.axes[0]
+    assert len(first.collections) == 2  # data beneath, samples on top
+    assert first.collections[1].get_facecolor()[0][:3] == pytest.approx((1.0, 0.0, 0.0))
+    assert first.get_title(loc="left") == "a"
+    # Shared axes down a column: the data's range, whatever the model's.
+    assert fig.axes[0].get_xlim() == fig.axes[6].get_xlim()
+    fig = plot_pairs({"a": points(50, d=7)}, points(50, d=7), max_dims=5)
+    assert len(fig.axes) == 10 and "first 5 of 7" in fig._suptitle.get_text()
+    with pytest.raises(ValueError, match=r"samples_by_model\['a'\] must have shape \(N, 4\)"):
+        plot_pairs({"a": points(d=3)}, data)
+    with pytest.raises(ValueError, match="4 coordinates, got 2 names"):
+        plot_pairs(samples, data, columns=["a", "b"])
+
+
+def test_plots_label_axes_with_column_names():
+    fig = plot_samples(points(d=3), points(d=3, seed=1), columns=["a", "b", "c"])
+    assert (fig.axes[1].get_xlabel(), fig.axes[1].get_ylabel()) == ("a", "b")
+    assert (fig.axes[4].get_xlabel(), fig.axes[4].get_ylabel()) == ("b", "c")
+    assert [ax.get_title() for ax in fig.axes if ax.get_title()] == ["a", "b", "c"]
+    fig = plot_comparison({"m": points()}, points(seed=1), columns=["u", "v"], colors={"m": "red"})
+    assert fig.axes[1].get_xlabel() == "u" and fig.axes[1].title.get_color() == "red"
+    assert fig.axes[0].get_xlabel() == "u"

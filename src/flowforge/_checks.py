@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import math
 import numbers
+from collections.abc import Iterable
 
 import torch
 from torch import Tensor
@@ -42,6 +44,21 @@ def check_batch(x: object, name: str, event_shape: tuple[int, ...], dtype: torch
         )
     check_finite_rows(x, name)
     return x
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """``"did you mean 'nsf'? "`` for the one of ``choices`` closest to a misspelled ``name``,
+    ``""`` when none is close: the start of an "unknown name" message's hint.
+
+    A choice equal to ``name`` but for case comes first; otherwise closeness is
+    :func:`difflib.get_close_matches`' ratio of at least 0.6 (its default), which catches a
+    dropped, doubled or swapped letter in a short name without suggesting anything for a name
+    that is simply not there.
+    """
+    choices = list(choices)
+    same = [c for c in choices if c.lower() == str(name).lower()]
+    close = same or difflib.get_close_matches(str(name), choices, n=1)
+    return f"did you mean {close[0]!r}? " if close else ""
 
 
 def is_real(value: object) -> bool:

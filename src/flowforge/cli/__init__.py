@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from ..train.checkpoint import CheckpointError
-from ..train.loop import TrainingDiverged
+from ..train.loop import TrainingDiverged, TrainingInterrupted
 from . import commands
 
 USER_ERRORS = (ValueError, TypeError, FileNotFoundError, FileExistsError, CheckpointError)
@@ -58,6 +58,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             message = f"{message}: {e.filename}"
         print(f"flowforge {args.command}: error: {message}", file=sys.stderr)
         return 2
+    except TrainingInterrupted as e:
+        if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for all
+            print(_interrupted(args, e), file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
         print(f"flowforge {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -67,6 +71,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         teardown()
 
 
+def _interrupted(args: argparse.Namespace, e: TrainingInterrupted) -> str:
+    """One line: the step saved and the command that resumes it."""
+    import shlex
+
+    if e.run_dir is None:
+        return f"interrupted at step {e.step}; nothing was saved"
+    if args.command != "train":
+        return f"interrupted at step {e.step}; its checkpoint is saved in {e.run_dir}"
+    run = shlex.quote(str(args.resume or args.out or e.run_dir))
+    return (
+        f"interrupted at step {e.step}; the checkpoint is saved \u2014 resume with: "
+        f"flowforge train --resume {run}"
+    )
+
+
 def entry_point() -> None:
     """Console-script entry: ``flowforge ...``."""
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:
+        # The reader went away (`flowforge models | head`): stop quietly, as Unix tools do.
+        # stdout is pointed at devnull so that Python's own flush at exit raises nothing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE, what a shell reports for a tool killed by a closed pipe
+    sys.exit(code)

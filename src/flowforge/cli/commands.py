@@ -4,16 +4,36 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 from pathlib import Path
 
-from .options import load_toml, parse_assignments, train_options
+from .options import _TRAIN_FLAGS, eval_every_flag, load_toml, parse_assignments, train_options
 
 # -- train -------------------------------------------------------------------------------------
 
 
-def _add_train_flags(p: argparse.ArgumentParser, steps_default: str = "5000") -> None:
+def _add_train_flags(
+    p: argparse.ArgumentParser, steps_default: str = "5000", time_default: str = "none"
+) -> None:
     g = p.add_argument_group("training options (override the config file)")
-    g.add_argument("--steps", type=int, help=f"optimiser steps (default {steps_default})")
+    g.add_argument(
+        "--steps",
+        type=int,
+        help=f"optimiser steps (default {steps_default}; with --time-limit alone: open-ended)",
+    )
+    g.add_argument(
+        "--time-limit",
+        type=float,
+        metavar="SECONDS",
+        help=f"stop after this many seconds, validation included (default: {time_default})",
+    )
+    g.add_argument(
+        "--patience",
+        type=int,
+        metavar="N",
+        help="stop after N validations without a better validation NLL (default 20; 0: never)",
+    )
     g.add_argument("--batch-size", type=int, help="global batch size (default 256)")
     g.add_argument(
         "--lr",
@@ -24,7 +44,13 @@ def _add_train_flags(p: argparse.ArgumentParser, steps_default: str = "5000") ->
     g.add_argument("--warmup-steps", type=int, help="linear warm-up steps (default min(100, 5%%))")
     g.add_argument("--grad-clip", type=float, help="gradient-norm clip (default 5; 0 disables)")
     g.add_argument("--ema-decay", type=float, help="weight EMA decay (default 0.999; 0 disables)")
-    g.add_argument("--eval-every", type=int, help="steps between validation NLLs (default 500)")
+    g.add_argument(
+        "--eval-every",
+        type=eval_every_flag,
+        metavar="STEPS",
+        help="steps between validation NLLs, or auto (default: about once per epoch, "
+        "10 to 500 steps)",
+    )
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
     g.add_argument("--seed", type=int, help="seed of everything random (default 0)")
     g.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
@@ -39,6 +65,7 @@ def register_train(sub) -> None:
         "state.safetensors/state.json and metrics.jsonl to --out.",
         epilog="examples:\n"
         "  flowforge train --model nsf --data checkerboard --steps 5000 --out runs/nsf\n"
+        "  flowforge train --model fm --data checkerboard --time-limit 600 --out runs/fm\n"
         "  flowforge train --model maf --data my_points.csv --config maf.toml --out runs/maf\n"
         "  flowforge train --resume runs/nsf --steps 8000\n"
         "  torchrun --nproc_per_node=2 -m flowforge train --model nsf --data checkerboard "
@@ -76,13 +103,31 @@ def register_train(sub) -> None:
     p.set_defaults(handler=run_train)
 
 
+# Flags a resumed run may take: its budget and the progress bar.
+_RESUME_FLAGS = ("steps", "time_limit", "patience")
+
+
 def run_train(args: argparse.Namespace) -> int:
     from ..train import RunSpec, resume, start
 
     if args.resume:
-        if args.model or args.data or args.config or args.option or args.out:
-            raise ValueError("--resume continues a run as configured; only --steps may change")
-        result = resume(args.resume, steps=args.steps)
+        run_flags = ("model", "data", "config", "option", "data_option", "out", "no_standardize")
+        given = [a for a in run_flags if getattr(args, a)]
+        given += [n for n in _TRAIN_FLAGS if n not in _RESUME_FLAGS and getattr(args, n, None)]
+        if given:
+            flags = ", ".join("--" + n.replace("_", "-") for n in given)
+            raise ValueError(
+                f"--resume continues a run as configured; {flags} cannot change "
+                "(--steps, --time-limit and --patience can)"
+            )
+        changes: dict[str, object] = {}
+        if args.time_limit is not None:
+            changes["time_limit"] = args.time_limit
+        if args.patience is not None:
+            changes["patience"] = args.patience or None  # 0: never stop early
+        if args.no_progress:
+            changes["progress"] = False
+        result = resume(args.resume, steps=args.steps, **changes)
         out = args.resume
     else:
         config = load_toml(args.config) if args.config else {}
@@ -110,9 +155,32 @@ def run_train(args: argparse.Namespace) -> int:
         result = start(spec, args.out)
         out = args.out
     if _is_main():
-        val = f", validation NLL {result.val_nll:.4f} nats" if result.val_nll is not None else ""
-        print(f"trained {result.steps} steps in {result.seconds:.1f}s{val}; run saved in {out}")
+        print(train_summary(result, out))
     return 0
+
+
+_HOW = {
+    "steps": "step limit",
+    "time": "time limit",
+    "early_stop": "early stop: the validation NLL stopped improving",
+    "interrupted": "stopped",
+}
+
+
+def train_summary(result, out: str) -> str:
+    """The last line of ``flowforge train``: steps, time, how it stopped, the best validation
+    NLL and its step (the weights ``sample`` and ``evaluate`` load), the last if different."""
+    steps = f"{result.steps} steps"
+    if result.resumed_from is not None:
+        steps = f"to step {result.steps} (resumed from step {result.resumed_from})"
+    line = f"trained {steps} in {result.seconds:.1f}s ({_HOW[result.stop_reason]})"
+    if result.best_val_nll is not None:
+        kept = (Path(out) / "best.safetensors").exists()  # else they load the last weights
+        line += f"; best validation NLL {result.best_val_nll:.4f} nats at step {result.best_step}"
+        line += " (the weights sample and evaluate use)" if kept else ""
+        if result.val_nll is not None and result.best_step != result.steps:
+            line += f", last {result.val_nll:.4f} at step {result.steps}"
+    return f"{line}; run saved in {out}"
 
 
 def _is_main() -> bool:
@@ -135,7 +203,7 @@ def _add_loading_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-ema", action="store_true", help="with --weights last: the raw, not the EMA, weights"
     )
-    p.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    p.add_argument("--device", default="cpu", help="cpu (default), cuda[:N], or auto")
     p.add_argument(
         "--solver",
         action="append",
@@ -147,67 +215,161 @@ def _add_loading_flags(p: argparse.ArgumentParser) -> None:
 
 
 def _load_run(args: argparse.Namespace):
+    from ..train import checkpoint as ckpt
     from ..train import load
+    from ..train.distributed import resolve_device
 
-    return load(args.run_dir, ema=not args.no_ema, device=args.device, weights=args.weights)
+    run = Path(args.run_dir)
+    if run.is_file():
+        inside = f"; the run is {run.parent}" if run.name == ckpt.CONFIG_FILE else ""
+        raise ValueError(f"{run} is a file, not a run directory{inside}")
+    # An empty directory (a run stopped before it began) and one with weights but no config
+    # get load's own messages; any other directory without a config is not a run at all.
+    if run.is_dir() and not (run / ckpt.CONFIG_FILE).exists() and not ckpt.has_checkpoint(run):
+        runs = [str(p.parent) for p in sorted(run.glob(f"runs/*/{ckpt.CONFIG_FILE}"))]
+        if runs:
+            raise ValueError(
+                f"{run} is a comparison report, not a run; its runs are {', '.join(runs)}"
+            )
+        if any(run.iterdir()):
+            raise ValueError(
+                f"{run} is not a run directory (it has no {ckpt.CONFIG_FILE}); pass the --out "
+                "directory of `flowforge train`, or a runs/NAME directory of a compare report"
+            )
+    has_best = (run / ckpt.BEST_FILE).exists()
+    if (run / ckpt.CONFIG_FILE).exists() and not ckpt.has_checkpoint(run) and not has_best:
+        raise ValueError(
+            f"{run} has no trained weights yet (it was stopped before its first checkpoint); "
+            f"train it with: flowforge train --resume {shlex.quote(str(run))}"
+        )
+    device = resolve_device(args.device)  # a bad or absent device is a one-line error
+    return load(run, ema=not args.no_ema, device=str(device), weights=args.weights)
+
+
+def _solver_options(args: argparse.Namespace, model, config: dict) -> dict[str, object]:
+    """The ``--solver`` options, checked against the run's model and named by its recipe."""
+    solver = parse_assignments(args.solver, "--solver")
+    name = config["model"]["name"]
+    unknown = sorted(set(solver) - set(model.solver_keys))
+    if unknown and not model.solver_keys:
+        raise ValueError(
+            f"{name} is a discrete flow and takes no solver options (got {', '.join(unknown)}); "
+            "--solver is for the continuous-time models (ffjord and the flow-matching recipes)"
+        )
+    if unknown:
+        raise ValueError(
+            f"unknown solver option {', '.join(map(repr, unknown))} for {name}; "
+            f"it takes {', '.join(model.solver_keys)}"
+        )
+    return solver
+
+
+def _output_file(path: str | None, flag: str, suffixes: tuple[str, ...] | None = None):
+    """``path`` as a :class:`Path` after checking it can be written, before any work is done."""
+    if path is None:
+        return None
+    out = Path(path)
+    if suffixes is not None and out.suffix.lower() not in suffixes:
+        choices = (
+            ", ".join(suffixes[:-1]) + " or " + suffixes[-1] if len(suffixes) > 1 else suffixes[0]
+        )
+        raise ValueError(
+            f"{flag} must end with {choices} (the suffix chooses the format), got {path}"
+        )
+    if out.is_dir():
+        raise ValueError(f"{flag} {path} is a directory; give a file name inside it")
+    folder = out.absolute().parent
+    while not folder.exists():  # missing folders are created on writing, inside the first one
+        folder = folder.parent
+    if not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path} cannot be written: {folder} is not a writable directory")
+    return out
+
+
+def _write(path: Path, flag: str, write) -> None:
+    """Call ``write(path)``; an operating-system refusal becomes one line naming ``flag``."""
+    try:
+        write(path)
+    except OSError as e:
+        raise ValueError(f"{flag} {path} cannot be written: {e.strerror or e}") from None
 
 
 def register_sample(sub) -> None:
     p = sub.add_parser(
         "sample",
         help="draw samples from a trained run",
-        description="Draw samples from a trained run, in the data's own units.",
+        description="Draw samples from a trained run, in the data's own units. A .csv file "
+        "starts with a header row: the column names of the training CSV where it had them, "
+        "else x1, x2, ..., xD.",
     )
     p.add_argument("run_dir", metavar="RUN", help="the run directory")
     p.add_argument("-n", type=int, default=10_000, help="number of samples (default 10000)")
     p.add_argument("--out", help="write the samples to this .npy or .csv file")
-    p.add_argument("--plot", help="write a figure of the samples beside the data (.png/.pdf)")
+    p.add_argument(
+        "--plot", help="write a figure of the samples beside the data (.png, .pdf or .svg)"
+    )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
     _add_loading_flags(p)
     p.set_defaults(handler=run_sample)
 
 
+def _samples_file(x, columns: list[str] | None) -> bytes:
+    """``(n, D)`` samples as CSV text: a header row of column names, then one row per sample."""
+    import csv
+    import io
+
+    import numpy as np
+
+    flat = x.reshape(x.shape[0], -1).numpy()
+    if not columns or len(columns) != flat.shape[1]:
+        columns = [f"x{j + 1}" for j in range(flat.shape[1])]
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerow(columns)
+    np.savetxt(buf, flat, delimiter=",", fmt="%.7g")
+    return buf.getvalue().encode()
+
+
 def run_sample(args: argparse.Namespace) -> int:
+    import io
+
     import numpy as np
     import torch
 
     from .. import viz
     from ..train import load_dataset
     from ..train.checkpoint import write_atomic
+    from ..viz.figure import FIGURE_SUFFIXES
 
     if args.n < 1:
         raise ValueError(f"-n must be a positive number of samples, got {args.n}")
-    if args.out and Path(args.out).suffix not in (".npy", ".csv"):
-        raise ValueError(f"--out must end with .npy or .csv, got {args.out}")
+    out = _output_file(args.out, "--out", (".npy", ".csv"))
+    plot = _output_file(args.plot, "--plot", FIGURE_SUFFIXES)
     model, config = _load_run(args)
+    solver = _solver_options(args, model, config)
+    # The data of the figure first: a moved or deleted data file fails before any sampling.
+    dataset = load_dataset(config) if plot else None
     torch.manual_seed(args.seed)
-    with torch.no_grad():
-        x = model.sample(args.n, **parse_assignments(args.solver, "--solver")).cpu()
-    if args.out:
-        out = Path(args.out)
-        if out.suffix == ".npy":
-            import io
-
+    x = model.sample(args.n, **solver).cpu()
+    if out:
+        if out.suffix.lower() == ".npy":
             buf = io.BytesIO()
             np.save(buf, x.numpy())
-            write_atomic(out, buf.getvalue())
+            content = buf.getvalue()
         else:
-            import io
-
-            buf = io.StringIO()
-            np.savetxt(buf, x.reshape(x.shape[0], -1).numpy(), delimiter=",", fmt="%.7g")
-            write_atomic(out, buf.getvalue().encode())
+            content = _samples_file(x, config.get("columns"))
+        _write(out, "--out", lambda path: write_atomic(path, content))
         print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
-    if args.plot:
-        dataset = load_dataset(config)
+    if plot:
         fig = viz.plot_samples(
             x,
             dataset.test,
             title=f"{config['model']['name']} samples",
             image_shape=dataset.image_shape,
+            columns=dataset.columns or config.get("columns"),
         )
-        print(f"wrote the figure to {viz.save_figure(fig, args.plot)}")
-    if not args.out and not args.plot:
+        _write(plot, "--plot", lambda path: viz.save_figure(fig, path))
+        print(f"wrote the figure to {plot}")
+    if not out and not plot:
         print(f"drew {args.n} samples; pass --out FILE to keep them or --plot FILE to see them")
     return 0
 
@@ -241,6 +403,9 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..train.checkpoint import write_json_atomic
     from .report import evaluate_model
 
+    if args.samples < 1:
+        raise ValueError(f"--samples must be a positive number of samples, got {args.samples}")
+    out = _output_file(args.out, "--out")
     model, config = _load_run(args)
     result = evaluate_model(
         model,
@@ -248,12 +413,12 @@ def run_evaluate(args: argparse.Namespace) -> int:
         source=args.data,
         split=args.split,
         n_samples=args.samples,
-        solver=parse_assignments(args.solver, "--solver"),
+        solver=_solver_options(args, model, config),
     )
     text = json.dumps(result, indent=2)
     print(text)
-    if args.out:
-        write_json_atomic(Path(args.out), result)
+    if out:
+        _write(out, "--out", lambda path: write_json_atomic(path, result))
     return 0
 
 
@@ -261,13 +426,24 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def register_compare(sub) -> None:
+    from .report import BUDGETS
+
     p = sub.add_parser(
         "compare",
         help="train several models on the same data and budget, write a report",
-        description="Train each model with the same data, steps and batch size, evaluate "
-        "them alike and write report.md, results.json and figures to --out. A model whose "
-        "recipe has training defaults (see `flowforge models`) trains with them unless a "
-        "flag or the [train] table sets the option for all.",
+        description="Train each model on the same data for the same wall-clock time (the "
+        "--budget preset's seconds, or --time-limit), or for the same number of steps with "
+        "--steps; evaluate them alike and write report.md, results.json and figures to --out. "
+        "A model whose recipe has training defaults (see `flowforge models`) trains with them "
+        "unless a flag or the [train] table sets the option for all.",
+        epilog="budgets (--budget):\n"
+        + "".join(f"  {b.name:9s} {b.summary}\n" for b in BUDGETS.values())
+        + "examples:\n"
+        "  flowforge compare --data checkerboard --out reports/cb\n"
+        "  flowforge compare --data checkerboard --budget thorough --out reports/cb-60s\n"
+        "  flowforge compare --models nsf,maf,fm --time-limit 30 --out reports/30s\n"
+        "  flowforge compare --models nsf,maf --steps 5000 --out reports/5000-steps",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "--data",
@@ -278,29 +454,60 @@ def register_compare(sub) -> None:
     p.add_argument("--out", required=True, help="the report directory to create")
     p.add_argument("--config", help="a TOML file with [data] and [train] tables")
     p.add_argument(
+        "--budget",
+        choices=tuple(BUDGETS),
+        default="quick",
+        help="training seconds per model and how fully each is evaluated (default quick: "
+        f"{BUDGETS['quick'].time_limit:g} s a model; thorough: "
+        f"{BUDGETS['thorough'].time_limit:g} s and the full evaluation)",
+    )
+    p.add_argument(
         "--samples",
         type=int,
-        default=5000,
-        help="samples per model for the distances and timing (default 5000)",
+        help="samples per model for the distances and figures (default 5000)",
     )
     p.add_argument("--no-standardize", action="store_true", help="train on the raw data")
-    _add_train_flags(p, steps_default="2000")
+    _add_train_flags(
+        p, steps_default="none: equal time, see --budget", time_default="the --budget preset's"
+    )
     p.set_defaults(handler=run_compare)
 
 
+def compare_train_table(budget, table: dict, args: argparse.Namespace) -> dict:
+    """The ``[train]`` settings of a comparison: the preset's, then the file's ``[train]``
+    table; flags are applied later by :func:`train_options`. The preset's time limit holds
+    unless a step count is given without one (``--steps N`` alone: equal steps)."""
+    steps = args.steps is not None or "steps" in table
+    seconds = args.time_limit is not None or "time_limit" in table
+    preset = dict(budget.train)
+    if seconds or not steps:
+        preset["time_limit"] = budget.time_limit
+        if not steps:
+            preset["steps"] = None  # open-ended: as many steps as the seconds allow
+    return {**preset, **table}
+
+
 def run_compare(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from .. import models
-    from .report import compare
+    from .report import BUDGETS, compare
 
     config = load_toml(args.config) if args.config else {}
     names = args.models.split(",") if args.models else models.available()
     names = [n.strip() for n in names if n.strip()]
     for n in names:
         models.recipe(n)  # fail on a typo before anything trains
-    train_cfg = {"steps": 2000, **config.get("train", {})}
+    if args.samples is not None and args.samples < 2:
+        raise ValueError(f"--samples must be at least 2, got {args.samples}")
+    budget = BUDGETS[args.budget]
+    train_cfg = compare_train_table(budget, dict(config.get("train", {})), args)
     data_cfg = dict(config.get("data", {}))
     source = data_cfg.pop("source", None) or args.data
     standardize = bool(data_cfg.pop("standardize", True)) and not args.no_standardize
+    evaluation = budget.evaluation
+    if args.samples is not None:
+        evaluation = dataclasses.replace(evaluation, samples=args.samples)
     report = compare(
         names,
         source,
@@ -308,7 +515,8 @@ def run_compare(args: argparse.Namespace) -> int:
         {n: train_options(train_cfg, args, n) for n in names},
         Path(args.out),
         standardize=standardize,
-        n_samples=args.samples,
+        evaluation=evaluation,
+        budget=budget.name,
     )
     print(f"report written to {report}")
     return 0

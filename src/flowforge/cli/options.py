@@ -17,6 +17,8 @@ else:  # pragma: no cover - Python 3.10
 # Flag name -> TrainConfig field; flags override the [train] table of a config file.
 _TRAIN_FLAGS = (
     "steps",
+    "time_limit",
+    "patience",
     "batch_size",
     "lr",
     "weight_decay",
@@ -73,9 +75,25 @@ def parse_assignments(items: list[str], flag: str) -> dict[str, object]:
     return out
 
 
+def eval_every_flag(text: str) -> int | str:
+    """``--eval-every``: ``auto`` or a number of steps >= 0 (argparse's ``type``)."""
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto' or a number of steps, got {text!r}"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or a number >= 0, got {value}")
+    return value
+
+
 def train_options(table: dict, args: argparse.Namespace, model: str | None = None) -> TrainConfig:
     """A :class:`TrainConfig` from the training defaults of the recipe ``model`` (if given),
-    overridden by a config file's ``[train]`` table, overridden by flags."""
+    overridden by a config file's ``[train]`` table, overridden by flags. A time limit with no
+    step count (from the table or ``--steps``) makes the run open-ended in steps."""
     values = {}
     if model is not None:
         from ..models import recipe
@@ -88,6 +106,10 @@ def train_options(table: dict, args: argparse.Namespace, model: str | None = Non
             values[name] = flag
     if values.get("grad_clip") == 0:
         values["grad_clip"] = None  # "--grad-clip 0" reads naturally as "no clipping"
+    if values.get("patience") == 0:
+        values["patience"] = None  # "--patience 0": never stop early
+    if values.get("time_limit") is not None and "steps" not in values:
+        values["steps"] = None  # a budget in seconds alone: as many steps as fit
     if getattr(args, "no_progress", False):
         values["progress"] = False
     return TrainConfig.from_dict(values)

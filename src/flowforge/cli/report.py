@@ -1,102 +1,76 @@
-"""Evaluation of trained runs and the side-by-side ``compare`` report."""
+"""The side-by-side ``compare`` report: train every model alike, evaluate, write figures."""
 
 from __future__ import annotations
 
-import math
+import json
 import time
-from collections import Counter
 from collections.abc import Mapping
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
-from .. import data, metrics, viz
+from .. import data, models, viz
 from ..distributions.model import Model
-from ..dynamics import total_nfe
-from ..train import RunSpec, TrainConfig, load, load_dataset, start
+from ..matching.model import FlowMatching
+from ..train import RunSpec, TrainConfig, load, start
 from ..train.checkpoint import write_atomic, write_json_atomic
+from .evaluation import Evaluation, distance_reference, evaluate_model, evaluate_with_samples
+from .markdown import STOP_REASONS, best_marks, duration, markdown, shared_setting
+
+__all__ = ["BUDGETS", "Budget", "Evaluation", "best_marks", "compare", "evaluate_model"]
 
 
-def _dataset(config: dict, source: str | None) -> data.Dataset:
-    return load_dataset(config) if source is None else data.load(source)
+@dataclass(frozen=True)
+class Budget:
+    """A preset of ``flowforge compare``: how long each model trains and how it is evaluated.
 
-
-def evaluate_model(
-    model: Model,
-    config: dict,
-    source: str | None = None,
-    split: str = "test",
-    n_samples: int = 5000,
-    seed: int = 0,
-    solver: dict | None = None,
-) -> dict:
-    """Test NLL (nats and bits/dim), the entropy floor when known, sample distances and timings.
-
-    Args:
-        model: a trained model (in the data's own units).
-        config: its run config (names the training data).
-        source: another dataset to evaluate on (default: the run's own).
-        split: ``"test"`` or ``"val"``.
-        n_samples: samples drawn for the distances and the sampling time.
-        seed: seed of the sampling.
-        solver: solver options of a continuous model (``method``, ``steps``, ...), for both
-            the log-density and sampling; its accurate defaults when not given.
+    Attributes:
+        name: the preset's name (``--budget NAME``).
+        time_limit: seconds of training per model (validation included).
+        train: other training settings of the preset (a ``[train]`` table and flags override).
+        evaluation: what is measured of each model.
+        summary: one line for ``--help`` and the report.
     """
-    solver = solver or {}
-    dataset = _dataset(config, source)
-    x = getattr(dataset, split)
-    if tuple(x.shape[1:]) != tuple(model.event_shape):
-        raise ValueError(
-            f"dataset {dataset.name} has samples of shape {tuple(x.shape[1:])}, but the model "
-            f"was trained on shape {tuple(model.event_shape)}"
-        )
-    dim = math.prod(model.event_shape)
-    x = x.to(model.device)
-    nfe = [total_nfe(model)]
-    start_t = time.perf_counter()
-    result = metrics.nll(model, x, batch_size=_EVAL_BATCH, **solver)
-    log_prob_s = time.perf_counter() - start_t
-    nfe.append(total_nfe(model))
-    torch.manual_seed(seed)
-    start_t = time.perf_counter()
-    with torch.no_grad():
-        samples = model.sample(n_samples, **solver)
-    sample_s = time.perf_counter() - start_t
-    samples, x = samples.cpu(), x.cpu()
-    nfe.append(total_nfe(model))
-    finite = torch.isfinite(samples.reshape(n_samples, -1)).all(dim=1)
-    distances = (
-        metrics.sample_distances(samples[finite].reshape(-1, dim), x.reshape(x.shape[0], -1))
-        if finite.sum() >= 2
-        else {}
-    )
-    return {
-        "model": config["model"]["name"],
-        "data": dataset.name,
-        "split": split,
-        "n": result.n,
-        "nll_nats": result.mean,
-        "nll_stderr": result.stderr,
-        "bits_per_dim": metrics.bits_per_dim(result.mean, dim, levels=dataset.levels),
-        "entropy_nats": dataset.entropy,
-        "log_prob_seconds": log_prob_s,
-        "sample_seconds": sample_s,
-        "n_samples": n_samples,
-        "non_finite_samples": int((~finite).sum()),
-        "weights": config.get("loaded"),
-        "solver": solver,
-        "distances": distances,
-        # Continuous models: function evaluations per solve (one solve per batch of rows).
-        "nfe": None
-        if nfe[0] is None
-        else {
-            "log_prob": (nfe[1] - nfe[0]) / math.ceil(result.n / _EVAL_BATCH),
-            "sample": nfe[2] - nfe[1],
-        },
-    }
+
+    name: str
+    time_limit: float
+    train: Mapping[str, object]
+    evaluation: Evaluation
+    summary: str
 
 
-_EVAL_BATCH = 4096
+QUICK_SECONDS = 10.0
+"""Training seconds per model of the quick preset: the README's main job (all 12 registered
+models on the checkerboard, evaluated, with the report) then takes about 3 minutes on an idle
+2-core machine; evaluation takes the rest (docs/plots.md, "compare budgets")."""
+
+BUDGETS: dict[str, Budget] = {
+    "quick": Budget(
+        "quick",
+        QUICK_SECONDS,
+        # Validation is part of each model's seconds; 2,000 points (standard error about 0.01
+        # nats) still pick the best step, and cost the continuous models a fifth of 10,000.
+        {"max_val_samples": 2000},
+        # The continuous models' exact log-densities set the cost: 5,000 test points (standard
+        # error about 0.01 nats on the checkerboard), a 64 x 64 density grid (one solver call),
+        # and no exact W2 (seconds a model; the sliced one stays).
+        Evaluation(test_points=5000, exact_w2=False, density_resolution=64),
+        f"{QUICK_SECONDS:g} s a model, test NLL on 5,000 test points, 64 x 64 density images",
+    ),
+    "thorough": Budget(
+        "thorough",
+        60.0,
+        {},
+        Evaluation(),
+        "60 s a model, the whole test split, exact W2, 200 x 200 density images",
+    ),
+}
+"""The presets of ``flowforge compare --budget``; ``quick`` is the default."""
+
+
+# -- compare ---------------------------------------------------------------------------------------
 
 
 def _training_nfe(run_dir: Path) -> dict | None:
@@ -112,6 +86,20 @@ def _training_nfe(run_dir: Path) -> dict | None:
     }
 
 
+def model_styles(names: list[str]) -> dict[str, viz.Style]:
+    """Each model's style, fixed by its place in the registry: the same in every figure and
+    every comparison, whichever models are compared."""
+    return viz.style_map(names, order=models.available())
+
+
+def objective(model: Model) -> str:
+    """The name of the quantity a model's training loss is, for the curves' panels."""
+    inner = getattr(model, "inner", model)  # Standardize wraps the recipe's model
+    if isinstance(inner, FlowMatching):
+        return "training loss: flow-matching regression (MSE)"
+    return "training loss: NLL (standardised data, nats)"
+
+
 def compare(
     names: list[str],
     source: str,
@@ -119,18 +107,36 @@ def compare(
     train_config: TrainConfig | Mapping[str, TrainConfig],
     out: Path,
     standardize: bool = True,
-    n_samples: int = 5000,
+    n_samples: int | None = None,
+    evaluation: Evaluation | None = None,
+    budget: str | None = None,
 ) -> Path:
     """Train every model in ``names`` on the same data and budget; write the report to ``out``.
 
     ``train_config`` is one :class:`TrainConfig` for all, or one per name (the CLI passes each
-    model its recipe's training defaults this way); the report names the settings in which
-    models differ. Writes ``out/runs/NAME`` (each a normal run directory),
-    ``out/results.json``, ``out/samples.png`` (samples per model beside the data),
-    ``out/curves.png`` (training curves) and ``out/report.md``. Returns the path of
-    ``report.md``.
+    model its recipe's training defaults this way); the report states the budget rule (equal
+    seconds, equal steps, or both), the steps each model reached and why it stopped, and names
+    the settings in which models differ. Writes ``out/runs/NAME`` (each a normal run
+    directory), ``out/results.json``, ``out/samples.png`` (samples per model beside the data;
+    pairwise views for D > 2), ``out/densities.png`` (2-D data: every model's density on one
+    scale beside the true one), ``out/curves.png`` (training curves) and ``out/report.md``.
+    Returns the path of ``report.md``.
+
+    Args:
+        names: registered model names, in the order of the report.
+        source: a built-in dataset or a file.
+        data_options: options of :func:`flowforge.data.load`.
+        train_config: the training settings, one for all or per name.
+        out: the report directory.
+        standardize: train on standardised data.
+        n_samples: samples per model (overrides ``evaluation.samples``).
+        evaluation: what is measured (default :class:`Evaluation`: everything, in full).
+        budget: the preset's name, for the report (``"quick"``, ``"thorough"``), if any.
     """
     out = Path(out)
+    evaluation = evaluation or Evaluation()
+    if n_samples is not None:
+        evaluation = replace(evaluation, samples=n_samples)
     if isinstance(train_config, TrainConfig):
         configs = dict.fromkeys(names, train_config)
     else:
@@ -143,88 +149,215 @@ def compare(
         raise FileExistsError(
             f"{out} already holds runs for {', '.join(clashes)}; choose another --out"
         )
-    rows, samples = [], {}
+    began = time.perf_counter()
     dataset = data.load(source, **data_options)
+    reference = distance_reference(dataset, "test", evaluation)
+    two_d = dataset.event_shape == (2,)
+    box = _bounds(dataset.test) if two_d else None
+    rows, samples, densities, losses = [], {}, {}, {}
     for i, name in enumerate(names, 1):
         cfg = configs[name]
-        print(
-            f"[{i}/{len(names)}] training {name} on {dataset.name} ({cfg.steps} steps)",
-            flush=True,
-        )
+        label = f"[{i}/{len(names)}] {name}"
+        left = _time_left(rows, configs, names)
+        if not cfg.progress:  # else the bar says it, on the same line
+            print(f"{label}: training {_budget_words(cfg)}{left}", flush=True)
         spec = RunSpec(name, source, {}, data_options, standardize, cfg)
         run_dir = out / "runs" / name
-        trained = start(spec, run_dir)
+        trained = start(spec, run_dir, desc=label + left)
         model, config = load(run_dir)
-        row = evaluate_model(model, config, n_samples=n_samples)
-        row["train_seconds"] = trained.seconds
-        row["train"] = cfg.to_dict()
+        row, samples[name], densities[name] = _evaluate_run(
+            model, dataset, evaluation, reference, box
+        )
+        row = {
+            "model": name,
+            **row,
+            "weights": config.get("loaded"),
+            "train_seconds": trained.seconds,
+            "steps": trained.steps,
+            "stop_reason": trained.stop_reason,
+            "best_step": trained.best_step,
+            "best_val_nll": trained.best_val_nll,
+            "train": cfg.to_dict(),
+        }
+        losses[name] = objective(model)
         if row["nfe"] is not None:
             row["nfe"]["train"] = _training_nfe(run_dir)
         rows.append(row)
-        torch.manual_seed(0)
-        with torch.no_grad():
-            samples[name] = model.sample(min(n_samples, 5000))
-        if dataset.event_shape == (2,):
-            fig = viz.plot_density(
-                model.log_prob, bounds=_bounds(dataset.test), title=f"{name}: learned density"
-            )
-            viz.save_figure(fig, out / f"density_{name}.png")
+        print(
+            f"{label}: {trained.steps:,} steps in {trained.seconds:.1f} s "
+            f"({STOP_REASONS.get(trained.stop_reason, trained.stop_reason)}), test NLL "
+            f"{row['nll_nats']:.3f}; evaluated in {row['eval_seconds']:.1f} s",
+            flush=True,
+        )
+    styles = model_styles(names)
+    colors = {n: s.color for n, s in styles.items()}
+    figures = [_samples_figure(dataset, samples, colors, out)]
+    if two_d:
+        viz.save_figure(
+            viz.plot_density_grid(
+                densities,
+                bounds=box,
+                resolution=evaluation.density_resolution,
+                reference=dataset.log_prob,
+                data=dataset.test if dataset.log_prob is None else None,
+                colors=colors,
+                columns=dataset_columns(dataset),
+            ),
+            out / "densities.png",
+        )
+        figures.append(("densities.png", _density_caption(dataset, evaluation)))
+    records = {n: _records(out / "runs" / n / "metrics.jsonl") for n in names}
+    if any(records.values()):
+        # Against seconds for a time budget (when every run logged its times), else steps.
+        timed = shared_setting(configs, "time_limit") is not None
+        fig = viz.plot_model_curves(
+            records, styles=styles, loss_labels=losses, x="auto" if timed else "step"
+        )
+        viz.save_figure(fig, out / "curves.png")
+        in_seconds = fig.axes[0].get_xlabel() == "training time (s)"
+        figures.append(("curves.png", _curves_caption(losses, in_seconds)))
+    seconds = time.perf_counter() - began
     write_json_atomic(
         out / "results.json",
         {
             "data": dataset.name,
-            "steps": _shared(configs, "steps"),
-            "batch_size": _shared(configs, "batch_size"),
+            "budget": budget,
+            "time_limit": shared_setting(configs, "time_limit"),
+            "steps": shared_setting(configs, "steps"),
+            "batch_size": shared_setting(configs, "batch_size"),
+            "evaluation": asdict(evaluation),
+            "distance_floor": reference["floor"],
+            "distance_points": reference["size"],
+            "seconds": seconds,
             "results": rows,
         },
     )
-    viz.save_figure(
-        viz.plot_comparison(samples, dataset.test, image_shape=dataset.image_shape),
-        out / "samples.png",
-    )
-    figures = ["samples.png"]
-    if dataset.event_shape == (2,):
-        figures += [f"density_{name}.png" for name in names]
-    curves = [
-        {**r, "model": n} for n in names for r in _records(out / "runs" / n / "metrics.jsonl")
-    ]
-    if curves:
-        viz.save_figure(_curves_figure(names, out), out / "curves.png")
-        figures.append("curves.png")
     report = out / "report.md"
-    write_atomic(report, _markdown(dataset, configs, rows, figures).encode())
+    text = markdown(dataset, configs, rows, figures, evaluation, reference, budget, seconds)
+    write_atomic(report, text.encode())
     return report
 
 
-# The training settings the report states; where models differ, the exceptions are listed.
-_REPORTED_SETTINGS = ("steps", "batch_size", "lr", "ema_decay", "seed")
+def _evaluate_run(
+    model: Model,
+    dataset: data.Dataset,
+    evaluation: Evaluation,
+    reference: dict,
+    box: tuple[float, float, float, float] | None,
+) -> tuple[dict, Tensor, object]:
+    """One trained model's measurements, samples and (2-D data, ``box`` given) log-density
+    grid, with the seconds it all took."""
+    began = time.perf_counter()
+    row, samples = evaluate_with_samples(model, dataset, evaluation, reference)
+    grid = None
+    if box is not None:
+        t = time.perf_counter()
+        grid = viz.log_density_grid(model.log_prob, box, evaluation.density_resolution, model.dtype)
+        row["density_seconds"] = time.perf_counter() - t
+    row["eval_seconds"] = time.perf_counter() - began
+    return row, samples, grid
 
 
-def _shared(configs: Mapping[str, TrainConfig], key: str) -> object:
-    """The value of setting ``key`` that most models train with."""
-    return Counter(getattr(c, key) for c in configs.values()).most_common(1)[0][0]
+def dataset_columns(dataset: data.Dataset) -> tuple[str, ...] | None:
+    """The data's column names (a CSV's header) when it has them, for axis labels."""
+    return getattr(dataset, "columns", None)
 
 
-def _exceptions(configs: Mapping[str, TrainConfig], shared: Mapping[str, object]) -> list[str]:
-    """``"resflow: lr 0.01"`` for every model whose settings differ from the ``shared`` ones."""
-    out = []
-    for name, cfg in configs.items():
-        diff = [
-            f"{key.replace('_', ' ')} {getattr(cfg, key):g}"
-            for key in _REPORTED_SETTINGS
-            if getattr(cfg, key) != shared[key]
-        ]
-        if diff:
-            out.append(f"{name}: {', '.join(diff)}")
-    return out
+def _samples_figure(
+    dataset: data.Dataset, samples: dict[str, Tensor], colors: dict[str, str], out: Path
+) -> tuple[str, str]:
+    columns = dataset_columns(dataset)
+    test = dataset.test
+    if dataset.image_shape is None and len(dataset.event_shape) == 1 and dataset.dim > 2:
+        fig = viz.plot_pairs(samples, test, columns=columns, colors=colors)
+        k = min(dataset.dim, viz.comparison.PAIR_DIMS)
+        which = f"the first {k} of the {dataset.dim}" if dataset.dim > k else f"the {k}"
+        caption = (
+            f"Samples against the data, pair by pair: each row is one model, each column one "
+            f"pair of {which} coordinates; the test data in grey, "
+            "the model's samples on top in its colour, on the same axes down each column. "
+            "Where colour shows without grey beneath, the model puts mass the data lacks; grey "
+            "left uncovered is data the model misses."
+        )
+    else:
+        fig = viz.plot_comparison(
+            samples, test, image_shape=dataset.image_shape, columns=columns, colors=colors
+        )
+        if dataset.image_shape is not None:
+            caption = "The first test images, then the first 16 samples of each model."
+        elif dataset.dim == 2:
+            caption = (
+                "2-D histograms of the test data (first panel) and of each model's samples, "
+                "on the same axes and colour scale (the data's): matching colours mean "
+                "matching density; a model that puts more mass anywhere than the data saturates "
+                "there (yellow)."
+            )
+        else:
+            caption = "Histograms of the test data and of each model's samples."
+    viz.save_figure(fig, out / "samples.png")
+    return "samples.png", caption
 
 
-def _weights(loaded: dict | None) -> str:
-    return "" if not loaded else f"{loaded['weights']} @ {loaded['step']}"
+def _density_caption(dataset: data.Dataset, evaluation: Evaluation) -> str:
+    first = (
+        "the exact density of the data"
+        if dataset.log_prob is not None
+        else "a histogram of the test data"
+    )
+    r = evaluation.density_resolution
+    return (
+        f"Each model's learned density p(x) on a {r} x {r} grid, beside {first} (first panel), "
+        "on one colour scale: 0 to the first panel's peak, so equal colours are equal "
+        "densities, and a model denser anywhere than the data saturates there (yellow); red "
+        "marks points where a model's log-density is NaN or +inf."
+    )
+
+
+def _curves_caption(losses: dict[str, str], timed: bool) -> str:
+    axis = "training seconds" if timed else "optimiser steps"
+    separate = (
+        " Training losses of different objectives are in separate panels: a flow's NLL and a "
+        "flow-matching regression loss are different quantities."
+        if len(set(losses.values())) > 1
+        else ""
+    )
+    return (
+        f"Training curves against {axis}, one colour, line style and marker per model (the "
+        "same as in the other figures). The validation NLL (data units, nats; lower is "
+        f"better) compares every model.{separate} Each y-axis ends at the highest of the "
+        "models' median values, so the large values of the first steps do not flatten the "
+        "rest; the curves leave the top of a panel there."
+    )
+
+
+def _budget_words(cfg: TrainConfig) -> str:
+    if cfg.time_limit is not None and cfg.steps is not None:
+        return f"for {cfg.steps:,} steps or {cfg.time_limit:g} s, whichever comes first"
+    if cfg.time_limit is not None:
+        return f"for {cfg.time_limit:g} s"
+    return f"for {cfg.steps:,} steps"
+
+
+def _time_left(rows: list[dict], configs: Mapping[str, TrainConfig], names: list[str]) -> str:
+    """``", 2 min 10 s left in all"``: the models to go, at the pace so far (a time limit
+    plus the mean evaluation time so far; for step budgets, the mean time of a model so far)."""
+    todo = names[len(rows) :]
+    done = [r["train_seconds"] + r["eval_seconds"] for r in rows]
+    evals = [r["eval_seconds"] for r in rows]
+    left = 0.0
+    for name in todo:
+        limit = configs[name].time_limit
+        if limit is not None:
+            left += limit + (sum(evals) / len(evals) if evals else 0.0)
+        elif done:
+            left += sum(done) / len(done)
+        else:
+            return ""  # equal steps: no pace known before the first model ends
+    return f", {duration(left)} left in all"
 
 
 def _bounds(x: torch.Tensor) -> tuple[float, float, float, float]:
-    """A square window around the data, padded by 10%, for density heatmaps."""
+    """A window around the data, padded by 10%, for density heatmaps."""
     lo, hi = x.min(dim=0).values, x.max(dim=0).values
     pad = 0.1 * (hi - lo)
     lo, hi = (lo - pad).tolist(), (hi + pad).tolist()
@@ -232,124 +365,6 @@ def _bounds(x: torch.Tensor) -> tuple[float, float, float, float]:
 
 
 def _records(path: Path) -> list[dict]:
-    import json
-
     if not path.exists():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _curves_figure(names: list[str], out: Path):
-    from matplotlib.figure import Figure
-
-    records = {name: _records(out / "runs" / name / "metrics.jsonl") for name in names}
-    continuous = [n for n in names if any("nfe" in r for r in records[n])]
-    fig = Figure(figsize=(15 if continuous else 10, 4), layout="constrained")
-    axes = fig.subplots(1, 3 if continuous else 2)
-    ax_loss, ax_val = axes[0], axes[1]
-    for name in names:
-        loss = [(r["step"], r["loss"]) for r in records[name] if "loss" in r]
-        val = [(r["step"], r["val_nll"]) for r in records[name] if "val_nll" in r]
-        if loss:
-            ax_loss.plot(*zip(*loss, strict=True), label=name)
-        if val:
-            ax_val.plot(*zip(*val, strict=True), marker="o", label=name)
-    ax_loss.set(title="training loss (standardised units)", xlabel="step", ylabel="loss")
-    ax_val.set(title="validation NLL (data units)", xlabel="step", ylabel="nats")
-    if continuous:
-        # The cost of a continuous model's step, which grows as its dynamics get harder.
-        for name in continuous:
-            nfe = [(r["step"], r["nfe"]) for r in records[name] if "nfe" in r]
-            axes[2].plot(*zip(*nfe, strict=True), label=name)
-        axes[2].set(title="function evaluations per training step", xlabel="step", ylabel="NFE")
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend()
-    return fig
-
-
-def _nfe_cells(nfe: dict | None) -> str:
-    if not nfe:
-        return " — | — |"
-    train = nfe.get("train")
-    cell = f" {train['first']:.0f} → {train['last']:.0f} |" if train else " — |"
-    return cell + f" {nfe['sample']:.0f} / {nfe['log_prob']:.0f} |"
-
-
-def _markdown(
-    dataset: data.Dataset, configs: Mapping[str, TrainConfig], rows: list[dict], figures
-) -> str:
-    has_bpd = dataset.levels is not None
-    shared = {key: _shared(configs, key) for key in _REPORTED_SETTINGS}
-    exceptions = _exceptions(configs, shared)
-    lines = [
-        f"# flowforge compare: {dataset.name}",
-        "",
-        f"{'Each' if exceptions else 'Every'} model trained for {shared['steps']} steps of "
-        f"batch {shared['batch_size']} (AdamW, lr {shared['lr']:g}, warm-up + cosine, EMA "
-        f"{shared['ema_decay']:g}, seed {shared['seed']}), on the same "
-        f"{dataset.train.shape[0]} training points; test NLL on {rows[0]['n']} held-out points.",
-        "",
-    ]
-    if exceptions:
-        lines += [
-            "Except where its recipe sets its own training defaults (`flowforge models`): "
-            + "; ".join(exceptions)
-            + ".",
-            "",
-        ]
-    if dataset.entropy is not None:
-        floor = f"{dataset.entropy:.3f}"
-        if dataset.entropy_stderr:
-            floor += f" ± {dataset.entropy_stderr:.3f} (Monte Carlo)"
-        lines += [f"Entropy of the data, the floor no model can beat: **{floor} nats**.", ""]
-    header = "| model | test NLL (nats) |"
-    rule = "|---|---|"
-    if has_bpd:
-        header += " bits/dim |"
-        rule += "---|"
-    header += " energy dist. | MMD² | train time (s) | sampling (s) | log-density (s) |"
-    rule += "---|---|---|---|---|"
-    has_nfe = any(r.get("nfe") for r in rows)
-    if has_nfe:
-        header += " NFE train (first → last) | NFE sample / log-density |"
-        rule += "---|---|"
-    header += " weights |"
-    rule += "---|"
-    lines += [header, rule]
-    best = min(r["nll_nats"] for r in rows)
-    for r in rows:
-        nll = f"{r['nll_nats']:.3f} ± {r['nll_stderr']:.3f}"
-        if r["nll_nats"] == best:
-            nll = f"**{nll}**"
-        line = f"| {r['model']} | {nll} |"
-        if has_bpd:
-            line += f" {r['bits_per_dim']:.3f} |"
-        d = r["distances"]
-        line += (
-            f" {d.get('energy_distance', float('nan')):.4f} | {d.get('mmd', float('nan')):.4f} |"
-            f" {r['train_seconds']:.1f} | {r['sample_seconds']:.3f} | {r['log_prob_seconds']:.3f} |"
-        )
-        if has_nfe:
-            line += _nfe_cells(r.get("nfe"))
-        line += f" {_weights(r.get('weights'))} |"
-        lines.append(line)
-    lines += [
-        "",
-        f"Sampling: {rows[0]['n_samples']} samples; log-density: the whole test split. "
-        "Distances compare samples with the test split (lower is better). Weights: each model "
-        "is evaluated with the weights of its best validation NLL (`best`, at the step given), "
-        "else its last (EMA) checkpoint.",
-        "",
-    ]
-    if has_nfe:
-        lines += [
-            "NFE: function evaluations of the vector field per solve, the cost of a continuous "
-            "model: per training step (mean of the first and the last logged window), per "
-            "sampling solve and per log-density solve (adaptive dopri5, exact divergence). "
-            "Discrete flows have none (—).",
-            "",
-        ]
-    for fig in figures:
-        lines += [f"![{fig}]({fig})", ""]
-    return "\n".join(lines)

@@ -8,7 +8,7 @@ data so that it answers in the user's units.
 
 from .dataset import FILE_FRACTIONS, TOY_SIZES, Dataset, available, describe, load
 from .digits import DIGITS_LEVELS, DIGITS_SPLIT, dequantize, load_digits_dataset
-from .files import load_array, split_array
+from .files import load_array, read_columns, split_array
 from .preprocess import Standardize, fit_standardization
 from .toy import (
     CHECKERBOARD_ENTROPY,
@@ -62,6 +62,7 @@ __all__ = [
     "monte_carlo_entropy",
     "moons",
     "pinwheel",
+    "read_columns",
     "rings",
     "split_array",
     "swissroll",

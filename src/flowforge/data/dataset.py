@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 from collections.abc import Callable
@@ -11,8 +10,8 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .._checks import check_count, check_seed
-from .files import SUFFIXES, load_array, split_array
+from .._checks import check_count, check_seed, did_you_mean
+from .files import SUFFIXES, load_array, read_columns, split_array
 from .toy import TOY_DENSITIES
 
 SPLITS = ("train", "val", "test")
@@ -23,6 +22,8 @@ TOY_SIZES = (100_000, 10_000, 20_000)
 
 FILE_FRACTIONS = (0.8, 0.1, 0.1)
 """Train / validation / test fractions of the rows of a user's file."""
+
+_SHOWN_FILES = 3  # data files named when a directory is given: enough to point at the right one
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +51,9 @@ class Dataset:
         description: one line for people.
         image_shape: ``(C, H, W)`` when the samples are images (flat or not), so plots can
             show them as images; ``None`` otherwise.
+        columns: one name per feature of ``(N, D)`` data, from a CSV file's header row (or a
+            structured array's fields), for axis labels and the header of written samples;
+            ``None`` where the source names none (the built-ins, a headerless file).
     """
 
     name: str
@@ -64,6 +68,7 @@ class Dataset:
     levels: int | None = None
     description: str = ""
     image_shape: tuple[int, int, int] | None = None
+    columns: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Others build Datasets too: catch inconsistent pieces here, not deep in training.
@@ -87,6 +92,16 @@ class Dataset:
                 if not isinstance(y, Tensor) or tuple(y.shape) != (n,):
                     got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
                     raise ValueError(f"labels[{split!r}] must have shape ({n},), got {got}")
+        if self.columns is not None:
+            columns = tuple(self.columns)
+            if not all(isinstance(c, str) for c in columns):
+                raise TypeError(f"columns must be strings, got {columns!r}")
+            if len(shape) != 1 or len(columns) != shape[0]:
+                raise ValueError(
+                    f"columns must give one name per feature of (N, D) data, event_shape "
+                    f"{shape}, got {len(columns)} names"
+                )
+            object.__setattr__(self, "columns", columns)
 
     @property
     def dim(self) -> int:
@@ -184,6 +199,8 @@ def load(
         return _load_toy(name, seed, counts)
     is_file = Path(name).suffix.lower() in SUFFIXES
     if name != "digits" and not is_file:
+        if Path(name).is_dir():
+            raise ValueError(_directory(Path(name)))
         if Path(name).is_file():
             load_array(name)  # raises the error that names the unsupported suffix
         raise ValueError(_unknown(name))
@@ -208,11 +225,21 @@ def _only(name: str, **options: object) -> None:
 
 
 def _unknown(name: str) -> str:
-    close = difflib.get_close_matches(name, available(), n=1)
-    hint = f"did you mean {close[0]!r}? " if close else ""
     return (
-        f"unknown dataset {name!r}: {hint}built-in datasets are {', '.join(available())}; "
+        f"unknown dataset {name!r}: {did_you_mean(name, available())}"
+        f"built-in datasets are {', '.join(available())}; "
         f"a file path must end with {', '.join(SUFFIXES)}"
+    )
+
+
+def _directory(path: Path) -> str:
+    """Why a directory is no dataset, and the data files inside it that would be one."""
+    inside = sorted(f.name for f in path.iterdir() if f.suffix.lower() in SUFFIXES and f.is_file())
+    shown = ", ".join(inside[:_SHOWN_FILES]) + (", ..." if len(inside) > _SHOWN_FILES else "")
+    holds = f"; it holds {shown}" if inside else ""
+    return (
+        f"{path} is a directory; a dataset is a built-in name ({', '.join(available())}) "
+        f"or a file ending with {', '.join(SUFFIXES)}{holds}"
     )
 
 
@@ -237,7 +264,7 @@ def _load_toy(name: str, seed: int, counts: list[int]) -> Dataset:
 def _load_file(path: Path, seed: int, image: bool, key: str | None) -> Dataset:
     if key is not None and path.suffix.lower() != ".npz":
         raise ValueError(f"key={key!r} selects an array of an .npz file, but {path} is not one")
-    x = load_array(path, name=key)
+    x, columns = read_columns(path, name=key)
     if image and x.ndim != 4:
         raise ValueError(
             f"image=True needs (N, C, H, W) images, but {path} holds rows of shape {tuple(x.shape)}"
@@ -252,4 +279,5 @@ def _load_file(path: Path, seed: int, image: bool, key: str | None) -> Dataset:
         test=test,
         event_shape=tuple(x.shape[1:]),
         description=f"{len(x)} samples of shape {tuple(x.shape[1:])} from {path}",
+        columns=columns if x.ndim == 2 else None,
     )

@@ -80,6 +80,31 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> Tensor:
         >>> load_array(path).shape
         torch.Size([100, 2])
     """
+    return read_columns(path, name)[0]
+
+
+def read_columns(
+    path: str | os.PathLike, name: str | None = None
+) -> tuple[Tensor, tuple[str, ...] | None]:
+    """:func:`load_array`, and the names of the columns where the file gives them.
+
+    The names come from a CSV file's header row (an empty name becomes ``x{j}``, counting
+    from 1) or from the fields of a structured ``.npy``/``.npz`` array; a headerless CSV, a
+    plain array or images give ``None``.
+
+    Returns:
+        ``(x, columns)``: the tensor of :func:`load_array`, and one name per column of
+        ``(N, D)`` rows, or ``None``.
+
+    Example:
+        >>> import tempfile, os
+        >>> from flowforge.data import read_columns
+        >>> path = os.path.join(tempfile.mkdtemp(), "points.csv")
+        >>> _ = open(path, "w").write("height,weight\\n1.7,60\\n1.8,75\\n1.6,55\\n")
+        >>> x, columns = read_columns(path)
+        >>> x.shape, columns
+        (torch.Size([3, 2]), ('height', 'weight'))
+    """
     path = _existing_file(path)
     if name is not None and not isinstance(name, str):
         raise TypeError(f"name must be a str or None, got {type(name).__name__}")
@@ -87,14 +112,17 @@ def load_array(path: str | os.PathLike, name: str | None = None) -> Tensor:
     if name is not None and suffix != ".npz":
         raise ValueError(f"name={name!r} selects an array of an .npz file, but {path} is {suffix}")
     if suffix == ".csv":
-        values, columns, lines = _read_csv(path)
-        return _validate(values, str(path), columns=columns, lines=lines)
+        values, header, lines = _read_csv(path)
+        x = _validate(values, str(path), columns=header, lines=lines)
+        named = None if header is None else [h or f"x{j + 1}" for j, h in enumerate(header)]
+        return x, None if named is None else tuple(named)
     if suffix == ".npy":
         with open(path, "rb") as f:
             array = _read_npy(f, lambda: open(path, "rb"), f"{path} is not a valid .npy file")
-        return _validate(_numeric(array, str(path)), str(path))
-    array, where = _read_npz(path, name)
-    return _validate(_numeric(array, where), where)
+        where = str(path)
+    else:
+        array, where = _read_npz(path, name)
+    return _validate(_numeric(array, where), where), array.dtype.names
 
 
 def split_array(
@@ -163,6 +191,8 @@ def _existing_file(path: object) -> Path:
         )
     if not path.exists():
         raise FileNotFoundError(f"no such file: {path}")
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory, not a {path.suffix} file")
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
     if path.stat().st_size == 0:

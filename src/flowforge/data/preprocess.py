@@ -122,6 +122,9 @@ class Standardize(Model):
         return torch.log(self.std).sum()
 
     # -- the model protocol, delegated ---------------------------------------------------------
+    def _described(self) -> str:
+        return self.inner._described()
+
     @property
     def solver_keys(self) -> tuple[str, ...]:
         """The inner model's solver options (a continuous model's are passed through)."""

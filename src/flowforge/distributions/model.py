@@ -71,14 +71,21 @@ class Model(nn.Module):
         return self._decode(z, context, **self._check_solver(solver))
 
     def sample(self, n: int, context: Tensor | None = None, **solver: object) -> Tensor:
-        """Draw ``n`` samples, shape ``(n, *event_shape)``.
+        """Draw ``n`` samples, shape ``(n, *event_shape)``, as plain tensors without gradient.
 
         ``context`` is ``(n, C)`` (one row per sample) or ``(C,)`` / ``(1, C)`` (shared by all).
+
+        Sampling runs under ``torch.no_grad()``, like ``torch.distributions``' ``sample``: the
+        result can go straight to ``.numpy()`` or a plot, and no graph is kept (residual blocks
+        skip their implicit gradients). For samples to differentiate through (a reparameterised
+        draw), call ``decode(z)`` on base noise, or :meth:`sample_and_log_prob` where a family
+        has it; both keep autograd, as :meth:`log_prob`, :meth:`encode` and :meth:`loss` do.
         """
         n = check_count(n)
         solver = self._check_solver(solver)
         context = self._sample_context(n, context)
-        return self._decode(self._base_sample(n), context, **solver)
+        with torch.no_grad():
+            return self._decode(self._base_sample(n), context, **solver)
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -97,17 +104,21 @@ class Model(nn.Module):
             found = _first(self, "_buffers")
         return found.device if found is not None else torch.device("cpu")
 
+    def _described(self) -> str:
+        """What an error message calls this model: its class; a wrapper names what it wraps."""
+        return type(self).__name__
+
     def _check_solver(self, solver: dict[str, object]) -> dict[str, object]:
         unknown = sorted(set(solver) - set(self.solver_keys))
         if unknown and not self.solver_keys:
             raise TypeError(
-                f"{type(self).__name__} is not a continuous-time model and takes no solver "
-                f"options; got {', '.join(unknown)}"
+                f"{self._described()} is not a continuous-time model and takes no solver "
+                f"options (got {', '.join(unknown)})"
             )
         if unknown:
             raise TypeError(
                 f"unknown solver option {', '.join(map(repr, unknown))}; "
-                f"{type(self).__name__} takes {', '.join(self.solver_keys)}"
+                f"{self._described()} takes {', '.join(self.solver_keys)}"
             )
         return solver
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,19 +33,63 @@ def _distances(a: Tensor, b: Tensor) -> Tensor:
     return torch.cdist(a, b, compute_mode="donot_use_mm_for_euclid_dist")
 
 
-def _pair_sum(a: Tensor, b: Tensor, fn: Callable[[Tensor], Tensor], same: bool = False) -> Tensor:
-    r"""Sum of :math:`f(\lVert a_i - b_j \rVert)` over all pairs (:math:`i \ne j` if ``same``).
+def _pair_sums(
+    a: Tensor, b: Tensor, fn: Callable[[Tensor], Tensor], same: bool = False
+) -> tuple[Tensor, Tensor, Tensor]:
+    r"""Sums of :math:`f(\lVert a_i - b_j \rVert)` over all pairs (:math:`i \ne j` if ``same``):
+    the total, the row sums ``(n,)`` (over :math:`j`) and the column sums ``(m,)`` (over
+    :math:`i`), the last two for standard errors.
 
     ``same`` means ``b`` is ``a``: the diagonal terms are then exactly :math:`f(0)` each, since
     the distances are computed from differences, and are subtracted.
     """
-    rows = max(1, _BLOCK_ENTRIES // b.shape[0])
-    total = a.new_zeros(())
-    for start in range(0, a.shape[0], rows):
-        total = total + fn(_distances(a[start : start + rows], b)).sum()
+    step = max(1, _BLOCK_ENTRIES // b.shape[0])
+    rows, cols = [], b.new_zeros(b.shape[0])
+    for start in range(0, a.shape[0], step):
+        block = fn(_distances(a[start : start + step], b))
+        rows.append(block.sum(dim=1))
+        cols = cols + block.sum(dim=0)
+    row_sums = torch.cat(rows)
     if same:
-        total = total - a.shape[0] * fn(a.new_zeros(()))
-    return total
+        f0 = fn(a.new_zeros(()))
+        row_sums, cols = row_sums - f0, cols - f0
+    return row_sums.sum(), row_sums, cols
+
+
+@dataclass(frozen=True)
+class Estimate:
+    r"""A two-sample statistic and its standard error.
+
+    Attributes:
+        value: the estimate.
+        stderr: its standard error, from the first-order (Hoeffding) projection of the
+            statistic onto single points: :math:`\sqrt{\mathrm{Var}(a_i)/N + \mathrm{Var}(b_j)/M}`
+            with :math:`a_i, b_j` each point's influence. Near 0 for two samples of one
+            distribution, where the statistic is degenerate and its spread is of the order of
+            its (V-statistic) bias instead.
+    """
+
+    value: float
+    stderr: float
+
+
+def _mmd_form(x: Tensor, y: Tensor, fn: Callable[[Tensor], Tensor], unbiased: bool) -> Estimate:
+    r""":math:`\bar K_{xx} + \bar K_{yy} - 2 \bar K_{xy}` for :math:`K = f(\lVert a - b \rVert)`
+    (means over distinct or all pairs), with its standard error."""
+    n, m = x.shape[0], y.shape[0]
+    with torch.no_grad():
+        sxx, rxx, _ = _pair_sums(x, x, fn, same=unbiased)
+        syy, ryy, _ = _pair_sums(y, y, fn, same=unbiased)
+        sxy, rxy, cxy = _pair_sums(x, y, fn)
+        value = sxx / _pairs(n, unbiased) + syy / _pairs(m, unbiased) - 2.0 * sxy / (n * m)
+        # Influence of each point: twice its mean kernel to its own sample minus to the other.
+        a = 2.0 * rxx / (n - 1 if unbiased else n) - 2.0 * rxy / m
+        b = 2.0 * ryy / (m - 1 if unbiased else m) - 2.0 * cxy / n
+        var = a.var() / n + b.var() / m
+    # A V-statistic is a squared distance between empirical distributions, >= 0 exactly; only
+    # float rounding can put it a hair below 0 (identical samples), so that is clipped.
+    estimate = float(value) if unbiased else max(float(value), 0.0)
+    return Estimate(estimate, float(var.clamp(min=0).sqrt()))
 
 
 def median_distance(x: Tensor, y: Tensor) -> float:
@@ -81,8 +126,14 @@ def _check_bandwidths(bandwidths: float | Sequence[float]) -> list[float]:
     return out
 
 
-def mmd(x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None = None) -> float:
-    r"""Unbiased estimate of the squared maximum mean discrepancy :math:`\mathrm{MMD}^2(P, Q)`.
+def mmd(
+    x: Tensor,
+    y: Tensor,
+    bandwidths: float | Sequence[float] | None = None,
+    *,
+    unbiased: bool = True,
+) -> float:
+    r"""Estimate of the squared maximum mean discrepancy :math:`\mathrm{MMD}^2(P, Q)`.
 
     .. math::
         \widehat{\mathrm{MMD}}^2 = \frac{1}{N(N-1)} \sum_{i \ne j} k(x_i, x_j)
@@ -98,6 +149,12 @@ def mmd(x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None = None)
     distribution and can be slightly negative; it lies in :math:`[-2K, 2K]` for :math:`K`
     bandwidths. It is unitless.
 
+    With ``unbiased=False`` the within-sample sums run over all pairs, :math:`i = j` included,
+    divided by :math:`N^2` and :math:`M^2`: the biased V-statistic
+    :math:`\lVert \hat\mu_P - \hat\mu_Q \rVert^2_{\mathcal H}` of the empirical kernel mean
+    embeddings, never negative, and above 0 by a sample-size-dependent bias even when
+    :math:`P = Q`: compare it with the value for two samples of the data of the same sizes.
+
     By default the bandwidths are the median pairwise distance :math:`m` of the pooled sample
     (the median heuristic) times :data:`BANDWIDTH_MULTIPLIERS` ``(0.25, 0.5, 1, 2, 4)``. These
     depend on the samples, so compare two models against one data set with fixed ``bandwidths``
@@ -110,6 +167,7 @@ def mmd(x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None = None)
         y: ``(M, *)`` samples of :math:`Q`, ``M >= 2``, same number of features, dtype and device.
         bandwidths: one or several positive bandwidths :math:`h`, in the units of the data,
             or ``None`` for the median heuristic above.
+        unbiased: the U-statistic (default) or, with ``False``, the V-statistic (``>= 0``).
 
     Returns:
         :math:`\widehat{\mathrm{MMD}}^2`, a Python float.
@@ -130,6 +188,13 @@ def mmd(x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None = None)
         True
     """
     x, y = check_pair(x, y, 2)
+    return _mmd(x, y, bandwidths, unbiased).value
+
+
+def _mmd(
+    x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None, unbiased: bool
+) -> Estimate:
+    """:func:`mmd` with its standard error, for checked ``x`` and ``y``."""
     if bandwidths is None:
         median = median_distance(x, y)
         if median == 0.0:
@@ -145,15 +210,10 @@ def mmd(x: Tensor, y: Tensor, bandwidths: float | Sequence[float] | None = None)
         d2 = d.square()
         return sum(torch.exp(d2 * (-0.5 / (h * h))) for h in bandwidths)
 
-    n, m = x.shape[0], y.shape[0]
-    with torch.no_grad():
-        kxx = _pair_sum(x, x, kernel, same=True) / (n * (n - 1))
-        kyy = _pair_sum(y, y, kernel, same=True) / (m * (m - 1))
-        kxy = _pair_sum(x, y, kernel) / (n * m)
-        return float(kxx + kyy - 2.0 * kxy)
+    return _mmd_form(x, y, kernel, unbiased)
 
 
-def energy_distance(x: Tensor, y: Tensor) -> float:
+def energy_distance(x: Tensor, y: Tensor, *, unbiased: bool = True) -> float:
     r"""Energy distance :math:`\mathcal E = 2 \mathbb E|X-Y| - \mathbb E|X-X'| - \mathbb E|Y-Y'|`.
 
     With :math:`|\cdot|` the Euclidean norm, :math:`X, X' \sim P` and :math:`Y, Y' \sim Q`
@@ -165,7 +225,11 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
             - \frac{1}{N(N-1)} \sum_{i \ne j} \lVert x_i - x_j \rVert
             - \frac{1}{M(M-1)} \sum_{i \ne j} \lVert y_i - y_j \rVert,
 
-    which can be slightly negative when :math:`P = Q`. This is the squared form (in the units of
+    which can be slightly negative when :math:`P = Q`. With ``unbiased=False`` the within-sample
+    means run over all :math:`N^2` and :math:`M^2` pairs (the zero distances of :math:`i = j`
+    included): the V-statistic, the energy distance between the two empirical distributions,
+    never negative, and above 0 by a sample-size-dependent bias even when :math:`P = Q`. This
+    is the squared form (in the units of
     the data): ``scipy.stats.energy_distance`` returns the square root of the biased
     V-statistic version instead. It is :math:`\mathrm{MMD}^2` with the distance-induced kernel,
     needs no bandwidth, and is invariant to rotations and translations of both samples.
@@ -175,6 +239,7 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
     Args:
         x: ``(N, *)`` samples of :math:`P`, ``N >= 2``; images are flattened.
         y: ``(M, *)`` samples of :math:`Q`, ``M >= 2``, same number of features, dtype and device.
+        unbiased: the U-statistic (default) or, with ``False``, the V-statistic (``>= 0``).
 
     Returns:
         :math:`\hat{\mathcal E}`, a Python float.
@@ -192,13 +257,19 @@ def energy_distance(x: Tensor, y: Tensor) -> float:
         -1.0
     """
     x, y = check_pair(x, y, 2)
-    n, m = x.shape[0], y.shape[0]
+    return _energy(x, y, unbiased).value
 
-    def identity(d: Tensor) -> Tensor:
-        return d
 
-    with torch.no_grad():
-        dxy = _pair_sum(x, y, identity) / (n * m)
-        dxx = _pair_sum(x, x, identity, same=True) / (n * (n - 1))
-        dyy = _pair_sum(y, y, identity, same=True) / (m * (m - 1))
-        return float(2.0 * dxy - dxx - dyy)
+def _energy(x: Tensor, y: Tensor, unbiased: bool) -> Estimate:
+    """:func:`energy_distance` with its standard error, for checked ``x`` and ``y``."""
+
+    def negative(d: Tensor) -> Tensor:
+        # 2 E|X-Y| - E|X-X'| - E|Y-Y'| is the MMD form with the "kernel" -|a - b|.
+        return -d
+
+    return _mmd_form(x, y, negative, unbiased)
+
+
+def _pairs(n: int, unbiased: bool) -> int:
+    """Number of pairs in a within-sample sum: distinct (U-statistic) or all (V-statistic)."""
+    return n * (n - 1) if unbiased else n * n

@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from .._checks import check_count
+from .._checks import check_count, did_you_mean
 from ..distributions.model import Model
 
 
@@ -59,7 +59,10 @@ def available() -> list[str]:
 def recipe(name: str) -> Recipe:
     """The :class:`Recipe` registered under ``name``; ``ValueError`` naming the valid ones."""
     if name not in _REGISTRY:
-        raise ValueError(f"unknown model {name!r}; available models: {', '.join(_REGISTRY)}")
+        raise ValueError(
+            f"unknown model {name!r}: {did_you_mean(name, _REGISTRY)}"
+            f"available models are {', '.join(_REGISTRY)}"
+        )
     return _REGISTRY[name]
 
 
@@ -89,6 +92,9 @@ def create(name: str, dim: int, **options: object) -> Model:
     if unknown:
         raise TypeError(
             f"model {name!r} has no option {', '.join(map(repr, unknown))}; "
-            f"its options are: {', '.join(valid)}"
+            f"{did_you_mean(unknown[0], valid)}its options are: {', '.join(valid)}"
         )
-    return r.build(dim, **options)
+    model = r.build(dim, **options)
+    # How it was built, so a run trained from Python can write a config.json that rebuilds it.
+    model.created_with = {"name": name, "dim": dim, "options": dict(options)}
+    return model

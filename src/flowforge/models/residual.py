@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import functools
+
 from .. import transforms as T
 from .._checks import check_int
 from ..dynamics import LOGDET_ESTIMATORS, LogDetOptions
+from ..nets.lipschitz import LIPSWISH_BETA, LipSwish
 from ..transforms.residual import EVAL_LOGDET_ESTIMATED, EXACT_LOGDET_MAX_FEATURES
 from .discrete import Hidden, _flow, _hidden_option
 from .registry import register
 
 
-# At the shared lr of 1e-3 a residual flow sits for thousands of steps on the plateau of the
-# Gaussian fit (its branches start near zero and their gradients are small there); with
-# flowforge's schedule (warm-up, cosine decay) 1e-2 left it soonest in a sweep on the
-# checkerboard: validation NLL after 2,000 steps 4.488 / 4.095 / 3.889 / 3.971 nats at
-# lr 2e-3 / 5e-3 / 1e-2 / 2e-2 (docs/models.md).
+# With flowforge's schedule (warm-up, cosine decay) lr 1e-2 left the Gaussian plateau soonest
+# in a sweep on the checkerboard: validation NLL after 2,000 steps 4.488 / 4.095 / 3.889 /
+# 3.971 nats at lr 2e-3 / 5e-3 / 1e-2 / 2e-2 (docs/models.md). That sweep predates the
+# input activation and beta = 16, which fixed the slow start itself (3.742 at lr 1e-2).
 @register(
     "resflow",
     "Residual flow: Lipschitz residual blocks, Russian-roulette log-det, ActNorm",
@@ -38,10 +40,18 @@ def resflow(
     tol: float = 1e-5,
     max_iter: int = 500,
     context_dim: int = 0,
+    input_activation: bool = True,
+    beta: float = LIPSWISH_BETA,
 ):
     r"""A Residual Flow: ``layers`` blocks :math:`z = x + g(x)` with :math:`\mathrm{Lip}(g) \le`
     ``coeff`` (spectrally normalised :class:`~flowforge.nets.LipschitzMLP` branches of sizes
     ``hidden`` with LipSwish), each after an ``ActNorm`` (and one at the end) when ``actnorm``.
+
+    Each branch applies LipSwish to its input first when ``input_activation``, and every LipSwish
+    starts at :math:`\beta =` ``beta``: the defaults make the branches nonlinear from the start,
+    without which the flow sits on the Gaussian fit for thousands of steps at lr 1e-3 (see
+    :data:`~flowforge.nets.lipschitz.LIPSWISH_BETA`; ``input_activation=False, beta=1.0`` is
+    the earlier branch).
 
     Training maximises the likelihood with the log-det ``estimator`` of every block:
     ``"roulette"`` (default; unbiased: ``n_exact_terms`` terms always, more drawn from a
@@ -79,6 +89,8 @@ def resflow(
         raise ValueError(
             f"eval_estimator must be one of {', '.join(evaluation)}, got {eval_estimator!r}"
         )
+    LipSwish(beta)  # validates beta once, before any block is built
+    activation = functools.partial(LipSwish, beta)
     parts: list[T.Transform] = []
     for _ in range(layers):
         if actnorm:
@@ -94,6 +106,8 @@ def resflow(
                 eval_logdet=evaluation[eval_estimator],
                 tol=tol,
                 max_iter=max_iter,
+                activation=activation,
+                input_activation=input_activation,
             )
         )
     if actnorm:

@@ -3,8 +3,17 @@
 from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .ema import EMA
-from .loop import TrainingDiverged, TrainResult, batch_indices, train
-from .run import RunSpec, build_model, load, load_dataset, read_config, resume, start
+from .loop import TrainingDiverged, TrainingInterrupted, TrainResult, batch_indices, train
+from .run import (
+    RunSpec,
+    build_model,
+    load,
+    load_dataset,
+    load_state_dict,
+    read_config,
+    resume,
+    start,
+)
 
 __all__ = [
     "EMA",
@@ -13,10 +22,12 @@ __all__ = [
     "TrainConfig",
     "TrainResult",
     "TrainingDiverged",
+    "TrainingInterrupted",
     "batch_indices",
     "build_model",
     "load",
     "load_dataset",
+    "load_state_dict",
     "read_config",
     "resume",
     "start",

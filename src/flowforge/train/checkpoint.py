@@ -100,6 +100,36 @@ def _finish_commit(run_dir: Path) -> None:
             (run_dir / (name + ".new")).unlink(missing_ok=True)
 
 
+def has_checkpoint(run_dir: Path) -> bool:
+    """Whether ``run_dir`` holds a committed checkpoint (or one whose commit loading finishes).
+
+    Reads only: a run killed before its first commit has none, and resumes from step 0.
+    """
+    run_dir = Path(run_dir)
+    if (run_dir / MODEL_FILE).exists():
+        return True
+    return (run_dir / _COMMIT).exists() and (run_dir / (MODEL_FILE + ".new")).exists()
+
+
+def check_run_dir(path: Path, name: str = "run_dir") -> Path:
+    """``path`` as a :class:`Path`, checked to be a directory or creatable as one.
+
+    Raises:
+        FileExistsError: ``path``, or a folder above it, exists and is a file.
+    """
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                what = "" if p == path else f" ({p} is a file)"
+                raise FileExistsError(
+                    f"{name} {path} cannot be a run directory{what}: it must be a new or "
+                    "existing directory; choose another path"
+                )
+            break
+    return path
+
+
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:
     try:
         with safe_open(path, framework="pt") as f:

@@ -5,22 +5,44 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+# The default warm-up is at most this many steps (5 % of the steps when fewer), as before.
+_WARMUP_CAP = 100
+# With a time limit the default warm-up also ends by this share of the budget.
+_WARMUP_TIME_SHARE = 0.05
+# eval_every="auto": once per epoch, but at least every 500 steps (today's interval, so long
+# runs on large data still see the curve) and at most every 10 (a validation costs about as much
+# as a few steps on small data, so more often would mostly measure noise).
+_AUTO_EVAL_MIN, _AUTO_EVAL_MAX = 10, 500
+
 
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything the training loop needs besides the model and the data.
 
+    A run ends at ``steps`` optimiser steps, at ``time_limit`` seconds, or when the validation
+    NLL has not improved for ``patience`` validations, whichever comes first.
+
     Attributes:
-        steps: number of optimiser steps.
+        steps: number of optimiser steps; ``None`` (open-ended) only with a ``time_limit``.
+        time_limit: seconds of wall time for the run (validation included; time spent before
+            a resume counts), or ``None``. The learning-rate schedule then runs over the share
+            of the budget spent (:meth:`lr_at`), and training stops early enough for its last
+            validation to end near the limit.
         batch_size: global batch size (split across processes under ``torchrun``).
         lr: peak learning rate of AdamW.
         weight_decay: AdamW's decoupled weight decay.
-        warmup_steps: linear warm-up from 0 to ``lr``; ``None`` means ``min(100, steps // 20)``.
+        warmup_steps: linear warm-up from 0 to ``lr``; ``None`` means ``min(100, steps // 20)``
+            steps (100 for open-ended runs), ended sooner by 5 % of a ``time_limit``.
         min_lr_ratio: the cosine decay ends at ``lr * min_lr_ratio``.
         grad_clip: clip the global gradient norm to this value (``None``: no clipping).
         ema_decay: decay of the exponential moving average of the weights (0 disables EMA);
             validation, sampling and evaluation use the EMA weights when it is on.
-        eval_every: steps between validation NLL evaluations (0: only at the end).
+        eval_every: steps between validation NLL evaluations (0: only at the end), or
+            ``"auto"``: about once per epoch, ``ceil(N_train / batch_size)`` clamped to
+            [10, 500] steps, and with a ``time_limit`` also every tenth of it, as long as
+            validation has taken under a tenth of the time so far (see :meth:`eval_interval`).
+        patience: stop after this many validations in a row without a better validation NLL
+            (``None``: never stop early). The best weights are kept either way.
         keep_best: keep the weights of the best validation NLL in ``best.safetensors``
             (early stopping without stopping): ``sample``/``evaluate`` use them by default.
         checkpoint_every: steps between checkpoints (0: only at the end).
@@ -32,7 +54,8 @@ class TrainConfig:
         progress: show a progress bar (on rank 0 only).
     """
 
-    steps: int = 5000
+    steps: int | None = 5000
+    time_limit: float | None = None
     batch_size: int = 256
     lr: float = 1e-3
     weight_decay: float = 0.0
@@ -40,7 +63,8 @@ class TrainConfig:
     min_lr_ratio: float = 0.01
     grad_clip: float | None = 5.0
     ema_decay: float = 0.999
-    eval_every: int = 500
+    eval_every: int | str = "auto"
+    patience: int | None = 20
     keep_best: bool = True
     checkpoint_every: int = 500
     log_every: int = 50
@@ -61,7 +85,30 @@ class TrainConfig:
         def is_num(v: object) -> bool:
             return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
-        need(is_int(self.steps) and self.steps >= 1, "steps", "an integer >= 1")
+        need(
+            (is_int(self.steps) and self.steps >= 1) or self.steps is None,
+            "steps",
+            "an integer >= 1 (or None with a time_limit)",
+        )
+        need(
+            self.time_limit is None or (is_num(self.time_limit) and self.time_limit > 0),
+            "time_limit",
+            "a positive number of seconds or None",
+        )
+        if self.steps is None and self.time_limit is None:
+            raise ValueError(
+                "steps=None (open-ended) needs a time_limit: give steps, time_limit or both"
+            )
+        need(
+            self.eval_every == "auto" or (is_int(self.eval_every) and self.eval_every >= 0),
+            "eval_every",
+            "an integer >= 0 or 'auto'",
+        )
+        need(
+            self.patience is None or (is_int(self.patience) and self.patience >= 1),
+            "patience",
+            "an integer >= 1 or None",
+        )
         need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
         need(is_num(self.lr) and self.lr > 0, "lr", "a positive number")
         need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
@@ -77,8 +124,11 @@ class TrainConfig:
             "a positive number or None",
         )
         need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
-        for name in ("eval_every", "checkpoint_every"):
-            need(is_int(getattr(self, name)) and getattr(self, name) >= 0, name, "an integer >= 0")
+        need(
+            is_int(self.checkpoint_every) and self.checkpoint_every >= 0,
+            "checkpoint_every",
+            "an integer >= 0",
+        )
         for name in ("log_every", "eval_batch_size", "max_val_samples"):
             need(is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
         need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
@@ -89,15 +139,56 @@ class TrainConfig:
     @property
     def warmup(self) -> int:
         """The number of warm-up steps in effect."""
-        return min(100, self.steps // 20) if self.warmup_steps is None else self.warmup_steps
+        if self.warmup_steps is not None:
+            return self.warmup_steps
+        return _WARMUP_CAP if self.steps is None else min(_WARMUP_CAP, self.steps // 20)
 
-    def lr_at(self, step: int) -> float:
-        """Learning rate of optimiser step ``step`` (1-based): linear warm-up, then cosine decay."""
-        if step <= self.warmup:
-            return self.lr * step / max(self.warmup, 1)
-        progress = (step - self.warmup) / max(self.steps - self.warmup, 1)
+    def fraction_done(self, step: int, elapsed: float = 0.0) -> float:
+        """The share of the run done after ``step`` steps and ``elapsed`` seconds, in [0, 1]:
+        ``max(step / steps, elapsed / time_limit)`` over the limits that are set."""
+        done = step / self.steps if self.steps is not None else 0.0
+        if self.time_limit is not None:
+            done = max(done, elapsed / self.time_limit)
+        return min(done, 1.0)
+
+    def lr_at(self, step: int, elapsed: float = 0.0) -> float:
+        """Learning rate of optimiser step ``step`` (1-based), started ``elapsed`` seconds into
+        the run: linear warm-up, then cosine decay to ``lr * min_lr_ratio``.
+
+        Without a ``time_limit`` the cosine runs over steps ``warmup..steps``. With one it runs
+        over :meth:`fraction_done` (the larger of the shares of steps and of seconds spent), and the
+        default warm-up also ends once 5 % of the time is spent, so a slow model on a short
+        budget is not held at a low learning rate for most of it.
+        """
+        if self.time_limit is None:
+            if step <= self.warmup:
+                return self.lr * step / max(self.warmup, 1)
+            progress = (step - self.warmup) / max(self.steps - self.warmup, 1)
+        else:
+            share = elapsed / self.time_limit
+            warm = step / max(self.warmup, 1)
+            if self.warmup_steps is None:
+                warm = max(warm, share / _WARMUP_TIME_SHARE)
+            if warm < 1:
+                return self.lr * warm
+            progress = share
+            if self.steps is not None:
+                progress = max(progress, (step - self.warmup) / max(self.steps - self.warmup, 1))
         cosine = 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
         return self.lr * (self.min_lr_ratio + (1 - self.min_lr_ratio) * cosine)
+
+    def eval_interval(self, n_train: int) -> int:
+        """Steps between validations for ``n_train`` training samples (0: only at the end).
+
+        ``"auto"`` validates about once per epoch, ``ceil(n_train / batch_size)`` steps,
+        clamped to [10, 500]: the 1,000 training digits or a CSV of a few hundred rows, which
+        overfit within a hundred steps, are validated every 10 steps; the checkerboard's
+        100,000 points every 391 (500 before).
+        """
+        if self.eval_every != "auto":
+            return int(self.eval_every)
+        epoch = -(-int(n_train) // self.batch_size)
+        return min(max(epoch, _AUTO_EVAL_MIN), _AUTO_EVAL_MAX)
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -38,6 +38,8 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
         raise ValueError(f"device must be 'auto', 'cpu' or 'cuda[:N]', got {name!r}") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for, but CUDA is not available here")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r}: this machine has {torch.cuda.device_count()} GPU(s)")
     return device
 
 

@@ -14,13 +14,25 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ..distributions.model import Model
 from ..dynamics.nfe import total_nfe
-from ..metrics import nll
 from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import DistInfo, any_true, barrier, mean_across, setup
 from .ema import EMA
+from .interrupt import SigintFlag, TrainingInterrupted
+from .saving import restore, save, split_weights, truncate_log
+from .validation import Validation
 
 METRICS_FILE = "metrics.jsonl"
+__all__ = [
+    "TrainResult",
+    "TrainingDiverged",
+    "TrainingInterrupted",
+    "batch_indices",
+    "split_weights",
+    "train",
+]
+# How a run can end; the first that applies, in this order, is recorded.
+STOP_REASONS = ("steps", "early_stop", "time", "interrupted")
 
 
 class TrainingDiverged(RuntimeError):
@@ -41,12 +53,30 @@ class TrainingDiverged(RuntimeError):
 
 @dataclass(frozen=True)
 class TrainResult:
-    """What a run ended with."""
+    """What a run ended with.
+
+    Attributes:
+        steps: the step the run reached.
+        loss: the training loss of the last step.
+        val_nll: the last validation NLL of this call (nats), or ``None``.
+        seconds: wall time of the whole run, time before a resume included.
+        best_step: the step of the best validation NLL (the weights of ``best.safetensors``,
+            which ``sample``/``evaluate``/:func:`load` use), or ``None`` without validation.
+        best_val_nll: that best validation NLL, or ``None``.
+        stop_reason: ``"steps"`` (reached ``steps``), ``"time"`` (reached ``time_limit``),
+            ``"early_stop"`` (``patience`` validations without improvement) or
+            ``"interrupted"`` (``stop_at``; Ctrl-C raises :class:`TrainingInterrupted`).
+        resumed_from: the step this call resumed from, or ``None`` for a fresh start.
+    """
 
     steps: int
     loss: float
     val_nll: float | None
     seconds: float
+    best_step: int | None = None
+    best_val_nll: float | None = None
+    stop_reason: str = "steps"
+    resumed_from: int | None = None
 
 
 class _Objective(nn.Module):
@@ -86,18 +116,30 @@ def train(
     val_context: Tensor | None = None,
     resume: bool = False,
     stop_at: int | None = None,
+    desc: str = "train",
 ) -> TrainResult:
     """Train ``model`` by minimising ``model.loss`` on minibatches of ``train_x``.
 
     AdamW with linear warm-up and cosine decay (:meth:`TrainConfig.lr_at`), gradient-norm
-    clipping, an EMA of the weights, validation NLL every ``eval_every`` steps, a line of
-    ``metrics.jsonl`` every ``log_every`` steps and a checkpoint every ``checkpoint_every``
-    steps in ``run_dir``. Deterministic given ``config.seed``: each step's batch and random
-    draws depend only on (seed, rank, step), so ``resume=True`` continues an interrupted run to
-    the same weights as an uninterrupted one.
+    clipping, an EMA of the weights, validation NLL (:class:`~flowforge.train.validation.
+    Validation`), a line of ``metrics.jsonl`` every ``log_every`` steps and a checkpoint every
+    ``checkpoint_every`` steps in ``run_dir``. The run ends at ``config.steps``, at
+    ``config.time_limit`` seconds, or after ``config.patience`` validations without a better
+    validation NLL; the last line of ``metrics.jsonl`` and ``state.json`` say which
+    (``"stop"``/``"stop_reason"``). Deterministic given ``config.seed`` and step budgets: each
+    step's batch and random draws depend only on (seed, rank, step), so ``resume=True``
+    continues an interrupted run to the same weights as an uninterrupted one (a time budget
+    makes the schedule, and so the weights, depend on the machine's speed).
+
+    Ctrl-C finishes the current step, writes its checkpoint and raises
+    :class:`TrainingInterrupted`; a second Ctrl-C interrupts at once.
 
     Under ``torchrun`` the model is wrapped in DDP and every process takes its slice of the
     global batch (``batch_size`` must divide by the number of processes); rank 0 alone writes.
+
+    A run directory that has no ``config.json`` yet gets one when ``model`` was built by
+    :func:`flowforge.models.create`, with the held-out data beside it (``data.safetensors``),
+    so that :func:`load`, ``flowforge sample`` and ``flowforge evaluate`` can use the run.
 
     Args:
         model: any model of the registry (the protocol of :class:`flowforge.Model`).
@@ -106,12 +148,15 @@ def train(
         val_x: held-out data for the validation NLL (optional).
         run_dir: where checkpoints and ``metrics.jsonl`` go (optional for library use).
         train_context, val_context: ``(N, C)`` conditioning rows for conditional models.
-        resume: continue from the checkpoint in ``run_dir``.
+        resume: continue from the checkpoint in ``run_dir``; a run directory without one (a
+            run killed before its first checkpoint) starts again from step 0.
         stop_at: end this call after step ``stop_at`` with a checkpoint, as an interruption
             would, keeping the schedule of ``config.steps``; resume later (time-boxed jobs).
+        desc: the progress bar's label.
 
     Raises:
         TrainingDiverged: the loss or the weights became non-finite.
+        TrainingInterrupted: Ctrl-C (after the checkpoint of the step it stopped at).
         ValueError: bad data shapes, or nothing to resume.
     """
     info = setup(config.device)
@@ -119,9 +164,12 @@ def train(
         raise ValueError(
             f"batch_size {config.batch_size} must divide evenly across {info.world_size} processes"
         )
-    run_dir = Path(run_dir) if run_dir is not None else None
+    run_dir = ckpt.check_run_dir(run_dir) if run_dir is not None else None
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir to resume from")
+    if resume and not run_dir.is_dir():
+        raise ckpt.CheckpointError(f"run directory {run_dir} does not exist")
+    fresh = not resume or not ckpt.has_checkpoint(run_dir)
     model.train().to(info.device)
     n = train_x.shape[0]
     local = config.batch_size // info.world_size
@@ -133,7 +181,7 @@ def train(
         return train_x[idx].to(info.device), c
 
     start = 0
-    if not resume:
+    if fresh:
         # Data-dependent initialisation (ActNorm) on the whole first global batch, the same on
         # every process, before DDP copies rank 0's weights to the others.
         torch.manual_seed(_mix(config.seed, 0, 0))
@@ -141,14 +189,20 @@ def train(
         with torch.no_grad():
             ctx = None if train_context is None else train_context[g_idx].to(info.device)
             model.loss(train_x[g_idx].to(info.device), ctx)
+    if fresh and run_dir is not None and info.is_main:
+        from .python_run import record_run
+
+        record_run(run_dir, model, config, train_x, val_x, train_context, val_context)
+        # Best weights of an earlier attempt that never reached a checkpoint are stale.
+        (run_dir / ckpt.BEST_FILE).unlink(missing_ok=True)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
-    elapsed, best = 0.0, (math.inf, 0)
-    if resume:
-        start, elapsed, best = _restore(run_dir, model, optimizer, ema, config)
-    last_checkpoint = start if resume else None
+    elapsed, best, bad = 0.0, (math.inf, 0), 0
+    if not fresh:
+        start, elapsed, best, bad = restore(run_dir, model, optimizer, ema, config)
+    last_checkpoint = None if fresh else start
     objective: nn.Module = _Objective(model)
     if info.distributed:
         objective = DistributedDataParallel(objective)
@@ -156,8 +210,9 @@ def train(
     log_file = run_dir / METRICS_FILE if run_dir is not None and info.is_main else None
     if log_file is not None:
         log_file.parent.mkdir(parents=True, exist_ok=True)
-        _truncate_log(log_file, start)
-    bar = _progress(config, info, start)
+        truncate_log(log_file, start)
+    bar = _progress(config, info, start, elapsed, desc)
+    validation = Validation(config, n, val_x, val_context, start, elapsed)
     window: list[float] = []
     # Continuous models: function evaluations of each step's forward and backward pass, and
     # the named terms of the loss (e.g. NLL and regularisers), averaged over the log window.
@@ -167,92 +222,150 @@ def train(
     tick, tick_step = time.perf_counter(), start
     t0 = time.perf_counter() - elapsed
     loss_value, val_value = math.nan, None
-    step = start
-    last = config.steps if stop_at is None else min(stop_at, config.steps)
-    for step in range(start + 1, last + 1):
-        torch.manual_seed(_mix(config.seed, info.rank, step))
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(step)
-        x, c = batch(step)
-        nfe_start = total_nfe(model)
-        loss = objective(x, c)
-        nfe_forward = total_nfe(model)
-        if any_true(not bool(torch.isfinite(loss)), info):
-            _close(bar)
-            raise TrainingDiverged(step, f"the loss is {loss.item()}", last_checkpoint)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if counting:
-            nfe_window.append((nfe_forward - nfe_start, total_nfe(model) - nfe_forward))
-        terms = _loss_terms(model)
-        if terms:
-            terms_window.append(terms)
-        if config.grad_clip is not None:
-            nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-        optimizer.step()
-        if ema is not None:
-            ema.update(model)
-        loss_value = loss.item()
-        window.append(loss_value)
-        if bar is not None:
-            bar.update(1)
-
-        record: dict[str, float | int] = {}
-        if step % config.log_every == 0 or step == config.steps:
-            now = time.perf_counter()
-            record = {
-                "step": step,
-                "loss": mean_across(sum(window) / len(window), info),
-                "lr": config.lr_at(step),
-                "steps_per_s": (step - tick_step) / max(now - tick, 1e-9),
-                "time_s": now - t0,
-                **_window_stats(nfe_window, terms_window),
-            }
-            window, tick, tick_step = [], now, step
-            nfe_window, terms_window = [], []
-        evaluate = val_x is not None and (
-            step == config.steps or (config.eval_every and step % config.eval_every == 0)
-        )
-        if evaluate:
-            torch.manual_seed(_mix(config.seed, info.rank, step, 0xE7A1))
-            evaluated = ema.model if ema else model
-            val_value = _validate(evaluated, val_x, val_context, config, info)
-            record = {**record, "step": step, "val_nll": val_value}
-            if val_value < best[0]:
-                best = (val_value, step)
-                if config.keep_best and run_dir is not None and info.is_main:
-                    ckpt.save_best(run_dir, step, val_value, evaluated.state_dict())
-        if record and log_file is not None:
-            with open(log_file, "a") as f:
-                f.write(json.dumps(record) + "\n")
-        if bar is not None and record:
-            bar.set_postfix(_postfix(record, val_value))
-        if run_dir is not None and (
-            step == last or (config.checkpoint_every and step % config.checkpoint_every == 0)
-        ):
-            if any_true(not _all_finite(model), info):
+    step, reason = start, None
+    if stop_at is not None and stop_at <= start:
+        reason = "interrupted"
+    with SigintFlag() as sigint:
+        while reason is None:
+            step += 1
+            torch.manual_seed(_mix(config.seed, info.rank, step))
+            lr = config.lr_at(step, time.perf_counter() - t0)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            x, c = batch(step)
+            nfe_start = total_nfe(model)
+            loss = objective(x, c)
+            nfe_forward = total_nfe(model)
+            if any_true(not bool(torch.isfinite(loss)), info):
                 _close(bar)
-                raise TrainingDiverged(step, "the weights are not finite", last_checkpoint)
-            if info.is_main:
-                _save(run_dir, step, model, optimizer, ema, time.perf_counter() - t0, best)
-            barrier(info)
-            last_checkpoint = step
+                raise TrainingDiverged(step, f"the loss is {loss.item()}", last_checkpoint)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if counting:
+                nfe_window.append((nfe_forward - nfe_start, total_nfe(model) - nfe_forward))
+            terms = _loss_terms(model)
+            if terms:
+                terms_window.append(terms)
+            if config.grad_clip is not None:
+                nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            loss_value = loss.item()
+            window.append(loss_value)
+
+            now = time.perf_counter()
+            reasons = set()
+            if config.steps is not None and step == config.steps:
+                reasons.add("steps")
+            if config.time_limit is not None and any_true(
+                now - t0 + validation.cost >= config.time_limit, info
+            ):
+                reasons.add("time")  # the reserve lets the last validation end near the limit
+            signalled = any_true(sigint.hit, info)
+            if signalled or (stop_at is not None and step == stop_at):
+                reasons.add("interrupted")
+
+            record: dict[str, float | int | str | None] = {}
+            if step % config.log_every == 0 or "steps" in reasons:
+                speed = (step - tick_step) / max(now - tick, 1e-9)
+                record = _log_record(
+                    step, window, nfe_window, terms_window, lr, speed, now - t0, info
+                )
+                window, tick, tick_step = [], now, step
+                nfe_window, terms_window = [], []
+            evaluate = validation.due(step, now - t0) or (
+                validation.enabled and bool(reasons & {"steps", "time"})
+            )
+            if evaluate:
+                torch.manual_seed(_mix(config.seed, info.rank, step, 0xE7A1))
+                evaluated = ema.model if ema else model
+                val_value = validation.run(evaluated, info, step, now - t0)
+                record = {**record, "step": step, "val_nll": val_value}
+                if val_value < best[0]:
+                    best, bad = (val_value, step), 0
+                    if config.keep_best and run_dir is not None and info.is_main:
+                        ckpt.save_best(run_dir, step, val_value, evaluated.state_dict())
+                else:
+                    bad += 1
+            if config.patience is not None and any_true(bad >= config.patience, info):
+                reasons.add("early_stop")
+            reason = next((r for r in STOP_REASONS if r in reasons), None)
+            if reason is not None:
+                if "loss" not in record and window:
+                    speed = (step - tick_step) / max(now - tick, 1e-9)
+                    logged = _log_record(
+                        step, window, nfe_window, terms_window, lr, speed, now - t0, info
+                    )
+                    record = {**logged, **record}
+                record.update(_stop_fields(step, reason, best, time.perf_counter() - t0))
+            if record and log_file is not None:
+                with open(log_file, "a") as f:
+                    f.write(json.dumps(record) + "\n")
+            if bar is not None:
+                _advance(bar, config, step, time.perf_counter() - t0)
+                if record:
+                    bar.set_postfix(_postfix(record, val_value, step, config))
+            if run_dir is not None and (
+                reason is not None
+                or (config.checkpoint_every and step % config.checkpoint_every == 0)
+            ):
+                if any_true(not _all_finite(model), info):
+                    _close(bar)
+                    raise TrainingDiverged(step, "the weights are not finite", last_checkpoint)
+                if info.is_main:
+                    seconds = time.perf_counter() - t0
+                    save(run_dir, step, model, optimizer, ema, seconds, best, bad, reason)
+                barrier(info)
+                last_checkpoint = step
+            if signalled and reason == "interrupted":  # (a run that just ended has ended)
+                _close(bar)
+                raise TrainingInterrupted(step, run_dir)
     _close(bar)
-    return TrainResult(step, loss_value, val_value, time.perf_counter() - t0)
+    best_step = best[1] if math.isfinite(best[0]) else None
+    return TrainResult(
+        steps=step,
+        loss=loss_value,
+        val_nll=val_value,
+        seconds=time.perf_counter() - t0,
+        best_step=best_step,
+        best_val_nll=best[0] if best_step is not None else None,
+        stop_reason=reason,
+        resumed_from=None if fresh else start,
+    )
 
 
-def _validate(
-    model: Model, x: Tensor, context: Tensor | None, config: TrainConfig, info: DistInfo
-) -> float:
-    x = x[: config.max_val_samples].to(info.device)
-    if context is not None:
-        context = context[: config.max_val_samples].to(info.device)
-    was_training = model.training
-    model.eval()
-    try:
-        return nll(model, x, context=context, batch_size=config.eval_batch_size).mean
-    finally:
-        model.train(was_training)
+def _log_record(
+    step: int,
+    window: list[float],
+    nfe_window: list[tuple[int, int]],
+    terms_window: list[dict[str, float]],
+    lr: float,
+    speed: float,
+    seconds: float,
+    info: DistInfo,
+) -> dict:
+    """A line of ``metrics.jsonl`` for the log window that ends at ``step``."""
+    return {
+        "step": step,
+        "loss": mean_across(sum(window) / len(window), info),
+        "lr": lr,
+        "steps_per_s": speed,
+        "time_s": seconds,
+        **_window_stats(nfe_window, terms_window),
+    }
+
+
+def _stop_fields(step: int, reason: str, best: tuple[float, int], seconds: float) -> dict:
+    """The keys the last line of ``metrics.jsonl`` adds: how and when the run stopped."""
+    found = math.isfinite(best[0])
+    return {
+        "stop": reason,
+        "stop_step": step,
+        "seconds": seconds,
+        "best_step": best[1] if found else None,
+        "best_val_nll": best[0] if found else None,
+    }
 
 
 def _loss_terms(model: nn.Module) -> dict[str, float]:
@@ -285,85 +398,35 @@ def _all_finite(model: nn.Module) -> bool:
     return all(bool(torch.isfinite(p).all()) for p in model.parameters())
 
 
-def _save(
-    run_dir: Path,
-    step: int,
-    model: Model,
-    optimizer: torch.optim.Optimizer,
-    ema: EMA | None,
-    elapsed: float,
-    best: tuple[float, int],
-) -> None:
-    weights = {f"model.{k}": v for k, v in model.state_dict().items()}
-    if ema is not None:
-        weights.update({f"ema.{k}": v for k, v in ema.model.state_dict().items()})
-    tensors, optim = ckpt.optimizer_state(optimizer)
-    state = {
-        "optimizer": optim,
-        "ema_updates": ema.updates if ema is not None else 0,
-        "elapsed_s": elapsed,
-        # JSON has no infinity: no validation yet is written as null.
-        "best_val_nll": best[0] if math.isfinite(best[0]) else None,
-        "best_step": best[1],
-    }
-    ckpt.save_checkpoint(run_dir, step, weights, tensors, state)
-
-
-def split_weights(weights: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
-    """The entries of a ``model.safetensors`` dict under ``prefix.`` (``model`` or ``ema``)."""
-    cut = len(prefix) + 1
-    return {k[cut:]: v for k, v in weights.items() if k.startswith(prefix + ".")}
-
-
-def _restore(
-    run_dir: Path,
-    model: Model,
-    optimizer: torch.optim.Optimizer,
-    ema: EMA | None,
-    config: TrainConfig,
-) -> tuple[int, float, tuple[float, int]]:
-    weights, tensors, state = ckpt.load_checkpoint(run_dir)
-    model.load_state_dict(split_weights(weights, "model"))
-    if ema is not None:
-        saved = split_weights(weights, "ema")
-        ema.model.load_state_dict(saved if saved else model.state_dict())
-        ema.updates = int(state.get("ema_updates", 0))
-    ckpt.load_optimizer_state(optimizer, tensors, state["optimizer"])
-    step = int(state["step"])
-    if step >= config.steps:
-        raise ValueError(
-            f"the run in {run_dir} already finished its {step} steps; raise --steps to go on"
-        )
-    best_val = state.get("best_val_nll")
-    best = (math.inf if best_val is None else float(best_val), int(state.get("best_step", 0)))
-    return step, float(state.get("elapsed_s", 0.0)), best
-
-
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines after ``step`` (and a torn last line) so a resumed log reads straight."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text().splitlines():
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if isinstance(record, dict) and record.get("step", 0) <= step:
-            kept.append(line)
-    ckpt.write_atomic(path, "".join(k + "\n" for k in kept).encode())
-
-
-def _progress(config: TrainConfig, info: DistInfo, start: int):
+def _progress(config: TrainConfig, info: DistInfo, start: int, elapsed: float, desc: str):
+    """A bar over the steps, or with a time limit over its seconds (the step in the postfix)."""
     if not (config.progress and info.is_main):
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=config.steps, initial=start, desc="train", unit="step", dynamic_ncols=True)
+    if config.time_limit is None:
+        return tqdm(total=config.steps, initial=start, desc=desc, unit="step", dynamic_ncols=True)
+    return tqdm(
+        total=config.time_limit,
+        initial=min(elapsed, config.time_limit),
+        desc=desc,
+        unit="s",
+        dynamic_ncols=True,
+        bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]",
+    )
 
 
-def _postfix(record: dict, val: float | None) -> dict[str, str]:
+def _advance(bar, config: TrainConfig, step: int, elapsed: float) -> None:
+    if config.time_limit is None:
+        bar.update(1)
+    else:
+        bar.update(max(min(elapsed, config.time_limit) - bar.n, 0.0))
+
+
+def _postfix(record: dict, val: float | None, step: int, config: TrainConfig) -> dict[str, str]:
     out = {}
+    if config.time_limit is not None:
+        out["step"] = str(step)
     if "loss" in record:
         out["loss"] = f"{record['loss']:.4f}"
     if "nfe" in record:

@@ -8,8 +8,10 @@ the layer the command line stands on; library users can call it too.
 from __future__ import annotations
 
 import inspect
+import json
 import math
-from dataclasses import dataclass
+import shlex
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -20,6 +22,7 @@ from . import checkpoint as ckpt
 from .config import TrainConfig
 from .distributed import setup
 from .loop import TrainResult, split_weights, train
+from .python_run import load_kept
 
 
 @dataclass(frozen=True)
@@ -52,9 +55,23 @@ class RunSpec:
         }
 
 
-def load_dataset(config: dict) -> data.Dataset:
-    """Reload the dataset a run was trained on, as its config describes it."""
-    return data.load(config["data"]["source"], **config["data"].get("options", {}))
+def load_dataset(config: dict, run_dir: str | Path | None = None) -> data.Dataset:
+    """Reload the dataset a run was trained on, as its config describes it.
+
+    A run trained from arrays in Python keeps its held-out data in the run
+    (``data.safetensors``); it is read from ``run_dir``, or from ``config["run_dir"]``, which
+    :func:`load` sets.
+    """
+    spec = config["data"]
+    if spec.get("in_run"):
+        where = run_dir if run_dir is not None else config.get("run_dir")
+        if where is None:
+            raise ValueError(
+                "this run keeps its data in its run directory: pass run_dir, or load the "
+                "config with flowforge.train.load"
+            )
+        return load_kept(Path(where), config)
+    return data.load(spec["source"], **spec.get("options", {}))
 
 
 def build_model(config: dict, dataset: data.Dataset | None = None) -> Model:
@@ -70,14 +87,23 @@ def build_model(config: dict, dataset: data.Dataset | None = None) -> Model:
     return data.Standardize.from_dict(inner, stats)
 
 
-def start(spec: RunSpec, out: str | Path) -> TrainResult:
-    """Create the run directory ``out``, write its config and train from scratch."""
-    out = Path(out)
+def start(spec: RunSpec, out: str | Path, desc: str = "train") -> TrainResult:
+    """Create the run directory ``out``, write its config and train from scratch.
+
+    A directory that already holds a run is never overwritten: the same settings on a run
+    that has not finished resume it (as :func:`resume`); a config without a checkpoint (a run
+    killed before its first one) starts again from step 0; anything else is an error saying
+    what to do.
+
+    Args:
+        spec: what to train.
+        out: the run directory.
+        desc: the progress bar's label.
+    """
+    out = ckpt.check_run_dir(out, "--out")
     info = setup(spec.train.device)
-    if info.is_main and (out / ckpt.CONFIG_FILE).exists():
-        raise FileExistsError(
-            f"{out} already holds a run; resume it with --resume {out}, or choose another --out"
-        )
+    if (out / ckpt.CONFIG_FILE).exists() and ckpt.has_checkpoint(out):
+        return _continue_existing(spec, out, desc)
     models.recipe(spec.model)  # an unknown name fails before the data is loaded
     valid = set(inspect.signature(data.load).parameters) - {"source"}
     unknown = sorted(set(spec.data_options) - valid)
@@ -89,26 +115,94 @@ def start(spec: RunSpec, out: str | Path) -> TrainResult:
     dim = math.prod(dataset.event_shape)
     config = {"flowforge_version": __version__, **spec.to_dict(), "dim": dim}
     config["event_shape"] = list(dataset.event_shape)
+    config["columns"] = list(dataset.columns) if dataset.columns else None  # CSV header names
     if spec.standardize:
         mean, std = data.fit_standardization(dataset.train)
         config["standardization"] = {"mean": mean.tolist(), "std": std.tolist()}
     model = build_model(config, dataset)
     if info.is_main:
         ckpt.write_json_atomic(out / ckpt.CONFIG_FILE, config)
-    return train(model, dataset.train, spec.train, val_x=dataset.val, run_dir=out)
+    return train(model, dataset.train, spec.train, val_x=dataset.val, run_dir=out, desc=desc)
 
 
-def resume(run_dir: str | Path, steps: int | None = None) -> TrainResult:
-    """Continue the run in ``run_dir`` from its last checkpoint (to ``steps`` if given)."""
+def _continue_existing(spec: RunSpec, out: Path, desc: str) -> TrainResult:
+    """``start`` on a directory that holds a run with a checkpoint: resume it when it is the
+    same run and unfinished, else say what to do."""
+    state = ckpt.read_json(out / ckpt.STATE_JSON)
+    stored = read_config(out)
+    quoted = shlex.quote(str(out))
+    finished = state.get("stop_reason") in ("steps", "time", "early_stop")
+    if finished:
+        how = {"steps": "its steps", "time": "its time limit", "early_stop": "early stopping"}
+        raise FileExistsError(
+            f"{out} already holds a run, finished at step {state.get('step')} "
+            f"({how[state['stop_reason']]}); choose another --out, or train it on with: "
+            f"flowforge train --resume {quoted} and a larger --steps, --time-limit or --patience"
+        )
+    if not _same_run(stored, spec):
+        raise FileExistsError(
+            f"{out} already holds a run with other settings (checkpoint at step "
+            f"{state.get('step')}); resume it with: flowforge train --resume {quoted}, or "
+            "choose another --out"
+        )
+    return resume(out, desc=desc, progress=spec.train.progress)
+
+
+def _same_run(stored: dict, spec: RunSpec) -> bool:
+    """Whether a stored config describes the run ``spec`` would start (progress aside)."""
+    try:
+        stored_train = TrainConfig.from_dict(stored["train"])
+    except (TypeError, ValueError):
+        return False
+    mine = json.loads(json.dumps(spec.to_dict()))  # tuples become lists, as in the file
+    same = all(stored.get(k) == mine[k] for k in ("model", "data", "standardize"))
+    return same and replace(stored_train, progress=True) == replace(spec.train, progress=True)
+
+
+# What a resume may change: the budget, and the progress bar.
+_RESUME_CHANGES = ("time_limit", "patience", "progress")
+
+
+def resume(
+    run_dir: str | Path, steps: int | None = None, *, desc: str = "train", **changes: object
+) -> TrainResult:
+    """Continue the run in ``run_dir`` from its last checkpoint, or from step 0 when it was
+    stopped before its first one.
+
+    Args:
+        run_dir: the run directory.
+        steps: a new step budget (``None``: keep it).
+        desc: the progress bar's label.
+        **changes: a new ``time_limit`` or ``patience`` (``None`` turns either off), or
+            ``progress``; the other options are the run's own.
+    """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
     options = dict(config["train"])
+    unknown = sorted(set(changes) - set(_RESUME_CHANGES))
+    if unknown:
+        raise ValueError(
+            f"a resumed run keeps its settings; {', '.join(unknown)} cannot change "
+            f"(steps, {', '.join(_RESUME_CHANGES)} can)"
+        )
+    budget = {k: v for k, v in changes.items() if k != "progress"}
+    if steps is not None:
+        budget["steps"] = steps
+    options.update(changes)
     if steps is not None:
         options["steps"] = steps
-        config["train"] = options
+    if budget:
+        config["train"] = {**config["train"], **budget}
+        TrainConfig.from_dict(config["train"])  # a bad value fails before it is written
         if setup(options.get("device", "auto")).is_main:
             ckpt.write_json_atomic(run_dir / ckpt.CONFIG_FILE, config)
-    dataset = load_dataset(config)
+    if config["data"].get("in_run") and not config["data"].get("train_kept", False):
+        raise ValueError(
+            f"the run in {run_dir} was trained from arrays too large to keep in it; resume it "
+            "from Python: flowforge.train.train(model, train_x, config, run_dir=..., "
+            "resume=True)"
+        )
+    dataset = load_dataset(config, run_dir)
     model = build_model(config, dataset)
     return train(
         model,
@@ -117,6 +211,7 @@ def resume(run_dir: str | Path, steps: int | None = None) -> TrainResult:
         val_x=dataset.val,
         run_dir=run_dir,
         resume=True,
+        desc=desc,
     )
 
 
@@ -125,11 +220,62 @@ def read_config(run_dir: str | Path) -> dict:
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ckpt.CheckpointError(f"run directory {run_dir} does not exist")
+    if not (run_dir / ckpt.CONFIG_FILE).exists():
+        if ckpt.has_checkpoint(run_dir):
+            raise ckpt.CheckpointError(
+                f"{run_dir} has weights but no {ckpt.CONFIG_FILE}: its model was not built by "
+                "flowforge.models.create, so it cannot be rebuilt from the run; build it "
+                "yourself and call model.load_state_dict(flowforge.train.load_state_dict(run))"
+            )
+        raise ckpt.CheckpointError(
+            f"{run_dir} holds no run yet (no {ckpt.CONFIG_FILE}: it was stopped before it "
+            "began); start it again with the original flowforge train command"
+        )
     config = ckpt.read_json(run_dir / ckpt.CONFIG_FILE)
     for key in ("model", "data", "train", "dim"):
         if key not in config:
             raise ckpt.CheckpointError(f"{run_dir / ckpt.CONFIG_FILE} has no {key!r} entry")
+    # A hand-edited or damaged config fails here, by name, not as a KeyError deep inside.
+    shapes = {"model": dict, "data": dict, "train": dict, "dim": int}
+    bad = [k for k, kind in shapes.items() if not isinstance(config[k], kind)]
+    for table, key in (("model", "name"), ("data", "source")):
+        if table not in bad and not isinstance(config[table].get(key), str):
+            bad.append(f"{table}.{key}")
+    if bad:
+        raise ckpt.CheckpointError(
+            f"{run_dir / ckpt.CONFIG_FILE} is damaged: {', '.join(bad)} "
+            "is missing or of the wrong type; restore the file or train the run again"
+        )
     return config
+
+
+def load_state_dict(
+    run_dir: str | Path, weights: str = "best", ema: bool = True
+) -> tuple[dict[str, torch.Tensor], dict]:
+    """The trained weights of ``run_dir`` as a state dict, and which they are.
+
+    For a model you build yourself (one :func:`load` cannot rebuild):
+    ``model.load_state_dict(load_state_dict(run_dir)[0])``.
+
+    Args:
+        run_dir: the run directory.
+        weights: ``"best"``, the weights of the best validation NLL (the last checkpoint's
+            when the run kept none), or ``"last"``, the last checkpoint.
+        ema: with the last checkpoint, its EMA weights when the run kept them.
+
+    Returns:
+        ``(state_dict, loaded)``, ``loaded`` saying ``{"weights": "best" | "ema" | "last",
+        "step": ...}`` (and the ``val_nll`` of the best).
+    """
+    if weights not in ("best", "last"):
+        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+    best = ckpt.load_best(Path(run_dir)) if weights == "best" else None
+    if best is not None:
+        return best[0], {"weights": "best", "step": best[1], "val_nll": best[2]}
+    saved, step = ckpt.load_weights(Path(run_dir))
+    chosen = split_weights(saved, "ema") if ema else {}
+    kind = "ema" if chosen else "last"
+    return chosen or split_weights(saved, "model"), {"weights": kind, "step": step}
 
 
 def load(
@@ -137,8 +283,12 @@ def load(
 ) -> tuple[Model, dict]:
     """Load a trained model from ``run_dir``: ``(model in eval mode, config)``.
 
-    ``config["loaded"]`` says which weights were loaded (``"best"``, ``"ema"`` or ``"last"``)
-    and from which step.
+    ``config`` is the run's ``config.json`` (model, data, training options), with two keys
+    added: ``config["loaded"]`` says which weights were loaded (``"best"``, ``"ema"`` or
+    ``"last"``) and from which step, and ``config["run_dir"]`` where from (for
+    :func:`load_dataset`). Runs written by ``flowforge train`` and runs trained from Python on
+    a model of :func:`flowforge.models.create` load alike; for another model, build it and use
+    :func:`load_state_dict`.
 
     Args:
         run_dir: the run directory.
@@ -146,21 +296,17 @@ def load(
         device: where to put the model.
         weights: ``"best"``, the weights of the best validation NLL (falls back to the last
             checkpoint when the run kept none), or ``"last"``, the last checkpoint.
+
+    Example:
+        >>> model, config = flowforge.train.load("runs/nsf")  # doctest: +SKIP
+        >>> x = model.sample(1000)  # doctest: +SKIP
     """
     if weights not in ("best", "last"):
         raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
     config = read_config(run_dir)
     model = build_model(config)
-    best = ckpt.load_best(Path(run_dir)) if weights == "best" else None
-    if best is not None:
-        chosen, step = best[0], best[1]
-        config["loaded"] = {"weights": "best", "step": step, "val_nll": best[2]}
-    else:
-        saved, step = ckpt.load_weights(Path(run_dir))
-        chosen = split_weights(saved, "ema") if ema else {}
-        kind = "ema" if chosen else "last"
-        chosen = chosen or split_weights(saved, "model")
-        config["loaded"] = {"weights": kind, "step": step}
+    chosen, config["loaded"] = load_state_dict(run_dir, weights=weights, ema=ema)
+    config["run_dir"] = str(run_dir)
     try:
         model.load_state_dict(chosen)
     except RuntimeError as e:

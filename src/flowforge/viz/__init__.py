@@ -17,18 +17,26 @@ Example:
     >>> viz.save_figure(fig, "density.png")  # doctest: +SKIP
 """
 
+from .comparison import plot_density_grid, plot_model_curves, plot_pairs
 from .curves import plot_training_curves
-from .density import plot_density
+from .density import log_density_grid, plot_density
 from .figure import DEFAULT_DPI, save_figure
 from .images import plot_images
 from .samples import plot_comparison, plot_samples
+from .styles import Style, style_map
 
 __all__ = [
     "DEFAULT_DPI",
+    "Style",
+    "log_density_grid",
     "plot_comparison",
     "plot_density",
+    "plot_density_grid",
     "plot_images",
+    "plot_model_curves",
+    "plot_pairs",
     "plot_samples",
     "plot_training_curves",
     "save_figure",
+    "style_map",
 ]

@@ -20,6 +20,8 @@ DATA_COLOR = "0.45"
 """Samples are blue, data grey, in every plot that shows both."""
 
 Bounds = tuple[float, float, float, float]
+Columns = Sequence[str] | None
+"""Names of the coordinates, for axis labels (a CSV's header); ``None``: ``x1 .. xD``."""
 Array = torch.Tensor | np.ndarray
 """What the plots accept: a tensor (any device, with or without grad) or a numpy array."""
 
@@ -278,7 +280,9 @@ def histogram2d(points: np.ndarray, bounds: Bounds, bins: int) -> np.ndarray:
     return counts.T / (max(points.shape[0], 1) * area)
 
 
-def show_grid(ax: Axes, values: np.ndarray, bounds: Bounds, **kwargs) -> AxesImage:
+def show_grid(
+    ax: Axes, values: np.ndarray, bounds: Bounds, columns: Columns = None, **kwargs
+) -> AxesImage:
     """Draw ``values (rows = y, cols = x)`` over ``bounds`` as an image; label the axes."""
     im = ax.imshow(
         values,
@@ -289,16 +293,38 @@ def show_grid(ax: Axes, values: np.ndarray, bounds: Bounds, **kwargs) -> AxesIma
         cmap=kwargs.pop("cmap", CMAP),
         **kwargs,
     )
-    label_xy(ax)
+    label_xy(ax, columns)
     return im
 
 
-def label_xy(ax: Axes) -> None:
-    ax.set_xlabel("$x_1$")
-    ax.set_ylabel("$x_2$")
+def check_columns(columns: object, dim: int) -> tuple[str, ...] | None:
+    """Check that ``columns`` is ``None`` or one name (a str) per coordinate of ``D = dim``."""
+    if columns is None:
+        return None
+    if isinstance(columns, str) or not isinstance(columns, Sequence):
+        raise TypeError(f"columns must be a sequence of names, got {type(columns).__name__}")
+    names = tuple(columns)
+    if not all(isinstance(c, str) for c in names):
+        raise TypeError(f"columns must be strings, got {names!r}")
+    if len(names) != dim:
+        raise ValueError(f"columns must name each of the {dim} coordinates, got {len(names)} names")
+    return names
 
 
-def scatter(ax: Axes, points: np.ndarray, bounds: Bounds, color: str) -> None:
+def axis_name(j: int, columns: Columns = None) -> str:
+    """The label of coordinate ``j`` (0-based): its column name, else ``x_{j+1}``."""
+    return columns[j] if columns else f"$x_{{{j + 1}}}$"
+
+
+def label_xy(ax: Axes, columns: Columns = None, i: int = 0, j: int = 1) -> None:
+    """Label the axes with coordinates ``i`` (x) and ``j`` (y)."""
+    ax.set_xlabel(axis_name(i, columns))
+    ax.set_ylabel(axis_name(j, columns))
+
+
+def scatter(
+    ax: Axes, points: np.ndarray, bounds: Bounds, color: str, columns: Columns = None
+) -> None:
     """Small, translucent markers; rasterised so a PDF/SVG of 20 000 points stays small."""
     ax.scatter(
         points[:, 0], points[:, 1], s=2, alpha=0.5, linewidths=0, color=color, rasterized=True
@@ -306,7 +332,7 @@ def scatter(ax: Axes, points: np.ndarray, bounds: Bounds, color: str) -> None:
     ax.set_xlim(bounds[0], bounds[1])
     ax.set_ylim(bounds[2], bounds[3])
     ax.set_aspect(aspect(bounds))
-    label_xy(ax)
+    label_xy(ax, columns)
 
 
 def image_grid(images: np.ndarray, ncol: int, pad: int = 1) -> np.ndarray:

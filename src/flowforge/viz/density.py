@@ -97,7 +97,7 @@ def plot_density(
         if d.is_image or d.event_shape != (2,):
             raise ValueError(f"data must have shape (N, 2), got {(d.total, *d.event_shape)}")
 
-    log_p = _evaluate(log_prob_fn, box, resolution, dtype, device)
+    log_p = log_density_grid(log_prob_fn, box, resolution, dtype, device)
     bad = np.isnan(log_p) | (log_p == np.inf)
     finite = log_p[np.isfinite(log_p)]
     if log:
@@ -148,14 +148,24 @@ def plot_density(
     return fig
 
 
-def _evaluate(
+def log_density_grid(
     log_prob_fn: Callable[[Tensor], Tensor],
     bounds: tuple[float, float, float, float],
     resolution: int,
-    dtype: torch.dtype,
-    device: torch.device | str | None,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
 ) -> np.ndarray:
-    """``log_prob_fn`` at the cell centres of the grid, ``(resolution, resolution)``, rows = y."""
+    """``log_prob_fn`` at the cell centres of a grid over ``bounds``: ``(resolution, resolution)``
+    float64, rows = y, as :func:`plot_density` and :func:`plot_density_grid` draw it.
+
+    Evaluated in chunks of :data:`CHUNK` points under :func:`torch.no_grad`.
+    """
+    if not callable(log_prob_fn):
+        raise TypeError(
+            f"log_prob_fn must be callable, (n, 2) -> (n,), got {type(log_prob_fn).__name__}"
+        )
+    bounds = check_bounds(bounds)
+    resolution = check_positive_int(resolution, "resolution", minimum=2)
     x0, x1, y0, y1 = bounds
     # Cell centres, so each value stands for the cell drawn around it by imshow's extent.
     xs = x0 + (np.arange(resolution) + 0.5) * (x1 - x0) / resolution

@@ -14,6 +14,8 @@ DEFAULT_DPI = 150
 """Resolution of raster output (PNG) in dots per inch: a 6-inch-wide figure is 900 pixels wide."""
 
 _FORMATS = {".png": "png", ".pdf": "pdf", ".svg": "svg"}
+FIGURE_SUFFIXES = tuple(_FORMATS)
+"""The suffixes :func:`save_figure` writes, for callers that check a path before drawing."""
 
 # Vector formats embed the time of writing, and SVG random element ids; leaving the time out and
 # salting the ids with a fixed string makes the same figure give the same bytes, so re-running a

@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 
 from ._common import (
     DATA_COLOR,
@@ -15,10 +16,13 @@ from ._common import (
     Array,
     Batch,
     Bounds,
+    Columns,
     aspect,
     auto_bins,
     auto_bounds,
+    axis_name,
     check_bounds,
+    check_columns,
     check_image_shape,
     check_positive_int,
     check_same_kind,
@@ -35,8 +39,8 @@ from ._common import (
 )
 from .figure import new_figure
 
-MAX_MARGINALS = 8
-"""Per-dimension histograms drawn for D > 2: two rows of four stay readable on a page."""
+CORNER_DIMS = 4
+"""Coordinates of the corner plot drawn for D > 2: 4 give 6 pairs, still readable on a page."""
 
 GRID_IMAGES = 64
 """Images per panel of :func:`plot_samples`: an 8 × 8 grid; more become too small to judge."""
@@ -55,6 +59,7 @@ def plot_samples(
     bounds: Sequence[float] | None = None,
     max_points: int = 20_000,
     image_shape: Sequence[int] | None = None,
+    columns: Sequence[str] | None = None,
 ) -> Figure:
     """Model samples beside the data, on the same axes and colour scale.
 
@@ -63,9 +68,10 @@ def plot_samples(
     - **2-D points**: two 2-D histograms (samples, data) of the density of points, on one
       colour scale, the data's: where the model puts more mass than the data anywhere has,
       the colour saturates. Histograms read better than scatter plots for dense toy data.
-    - **points with D > 2** (or D = 1): a scatter plot of the first two coordinates beside the
-      data's, and the histograms of the first :data:`MAX_MARGINALS` coordinates, samples
-      (blue line) over data (grey).
+    - **points with D > 2** (or D = 1): a corner plot of the first :data:`CORNER_DIMS`
+      coordinates: on the diagonal each one's histogram, samples (blue line) over data (grey);
+      below it the scatter plot of each pair, data in grey and samples in blue, the smaller set on
+      top.
     - **images** ``(N, C, H, W)``, or flat rows with ``image_shape``: a grid of the first
       :data:`GRID_IMAGES` samples beside one of the data (see :func:`plot_images`).
 
@@ -83,6 +89,8 @@ def plot_samples(
             at random with a fixed seed (the plot is reproducible and leaves torch's random
             state alone). Bounds and bins are computed from the same rows.
         image_shape: ``(C, H, W)``, to read flat ``(N, C·H·W)`` rows as images.
+        columns: one name per coordinate of ``(N, D)`` points, for the axis labels (e.g. a
+            CSV's header, ``dataset.columns``); default ``x1 .. xD``.
 
     Returns:
         The figure; write it with :func:`save_figure`.
@@ -119,12 +127,13 @@ def plot_samples(
     else:
         box = _bounds(bounds, d if d is not None else s)
         dim = s.values.shape[1]
+        names = check_columns(columns, dim)
         if dim == 2:
             fig = new_figure(4.2 * len(batches), 4.4)
             axes = [fig.add_subplot(1, len(batches), i + 1) for i in range(len(batches))]
-            _histogram_panels(axes, batches, box, reference=1 if d is not None else None)
+            _histogram_panels(axes, batches, box, 1 if d is not None else None, names)
         else:
-            fig = _scatter_and_marginals(s, d, box)
+            fig = _corner(s, d, box, names)
     if title:
         fig.suptitle(title)
     return fig
@@ -138,6 +147,8 @@ def plot_comparison(
     max_points: int = 20_000,
     image_shape: Sequence[int] | None = None,
     title: str | None = None,
+    columns: Sequence[str] | None = None,
+    colors: Mapping[str, str] | None = None,
 ) -> Figure:
     """One panel per model (the data first), on shared axes and colour scale.
 
@@ -155,6 +166,9 @@ def plot_comparison(
         max_points: at most this many rows per panel, chosen at random with a fixed seed.
         image_shape: ``(C, H, W)``, to read flat rows as images.
         title: figure title.
+        columns: one name per coordinate of the points, for the axis labels.
+        colors: model name → colour of its panel's title and frame (e.g. from
+            :func:`style_map`), so a model looks the same here as in its curves.
 
     Returns:
         The figure; write it with :func:`save_figure`.
@@ -207,8 +221,9 @@ def plot_comparison(
         # Without data, the range covers every model's samples, so none is cut off unseen.
         pooled = np.concatenate([b.values for _, b in batches[: 1 if reference == 0 else None]])
         box = _bounds(bounds, Batch(pooled, pooled.shape[0], 0, False))
+        names = check_columns(columns, first.values.shape[1])
         if first.values.shape[1] == 2:
-            _histogram_panels(axes, labelled, box, reference)
+            _histogram_panels(axes, labelled, box, reference, names)
         elif first.values.shape[1] == 1:
             for ax, (label, b) in zip(axes, labelled, strict=True):
                 ref = batches[0][1] if reference == 0 and b is not batches[0][1] else None
@@ -218,11 +233,22 @@ def plot_comparison(
             for ax, (label, b) in zip(axes, labelled, strict=True):
                 if not note_if_empty(ax, b):
                     color = DATA_COLOR if reference is not None and ax is axes[0] else SAMPLES_COLOR
-                    scatter(ax, b.values, box, color)
+                    scatter(ax, b.values, box, color, names)
                 ax.set_title(label)
+    for ax, (name, _) in zip(axes, batches, strict=True):
+        if colors and name in colors:
+            color_panel(ax, colors[name])
     if title:
         fig.suptitle(title)
     return fig
+
+
+def color_panel(ax: Axes, color: str) -> None:
+    """Give a panel's title and frame a model's colour, the one of its lines elsewhere."""
+    ax.title.set_color(color)
+    for spine in ax.spines.values():
+        spine.set_edgecolor(color)
+        spine.set_linewidth(1.6)
 
 
 def _bounds(bounds: Sequence[float] | None, reference: Batch) -> Bounds:
@@ -243,7 +269,11 @@ def _image_panel(ax: Axes, batch: Batch, limit: int) -> None:
 
 
 def _histogram_panels(
-    axes: list[Axes], batches: list[tuple[str, Batch]], bounds: Bounds, reference: int | None
+    axes: list[Axes],
+    batches: list[tuple[str, Batch]],
+    bounds: Bounds,
+    reference: int | None,
+    columns: Columns = None,
 ) -> None:
     """2-D histograms on one colour scale: the reference panel's, or the largest one's."""
     sizes = [b.values.shape[0] for _, b in batches if b.values.shape[0]]
@@ -255,9 +285,9 @@ def _histogram_panels(
     for ax, (label, b), h in zip(axes, batches, hists, strict=True):
         if note_if_empty(ax, b):  # left blank: an all-zero heatmap would look like a result
             ax.set(xlim=bounds[:2], ylim=bounds[2:], aspect=aspect(bounds))
-            label_xy(ax)
+            label_xy(ax, columns)
         else:
-            show_grid(ax, h, bounds, vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
+            show_grid(ax, h, bounds, columns, vmin=0.0, vmax=vmax if vmax > 0 else 1.0)
         ax.set_title(label)
 
 
@@ -282,36 +312,56 @@ def _marginal(
     ax.locator_params(axis="x", nbins=5)  # fewer ticks, so neighbouring panels' labels never touch
 
 
-def _scatter_and_marginals(s: Batch, d: Batch | None, box: Bounds) -> Figure:
-    """First two coordinates as scatter plots, then per-coordinate histograms."""
+# Sets of at most this many points are drawn in larger, opaque dots in the corner plot.
+SMALL_SET = 500
+
+
+def _corner(s: Batch, d: Batch | None, box: Bounds, columns: Columns) -> Figure:
+    """A corner plot of the first :data:`CORNER_DIMS` coordinates: histograms on the diagonal,
+    pairwise scatter plots (data grey, samples blue; the smaller set on top) below it."""
     dim = s.values.shape[1]
-    k = min(dim, MAX_MARGINALS)
-    mcols = min(k, 4)
-    mrows = math.ceil(k / mcols)
-    top = 1 if dim >= 2 else 0  # 1-D points have no scatter plot, only a histogram
-    batches = [("samples", s)] + ([("data", d)] if d is not None else [])
-    if top:
-        fig = new_figure(9.0, 4.2 + 1.9 * mrows + 0.3)
-        # Two subfigures, so the histograms' columns need not line up with the scatter plots.
-        upper, lower = fig.subfigures(2, 1, height_ratios=[4.2, 1.9 * mrows + 0.3])
-        for i, (name, b) in enumerate(batches):
-            ax = upper.add_subplot(1, len(batches), i + 1)
-            if not note_if_empty(ax, b):
-                scatter(ax, b.values, box, DATA_COLOR if b is d else SAMPLES_COLOR)
-            ax.set_title(panel_title(name, b))
-    else:
-        fig = lower = new_figure(6.4, 3.2)
+    k = min(dim, CORNER_DIMS)
     lo, hi = data_range((d if d is not None else s).values[:, :k])
-    # The first two coordinates' histograms share the scatter plots' ranges.
+    # The first two coordinates use the caller's bounds (the data's by default).
     lo[:2], hi[:2] = box[0::2][: min(k, 2)], box[1::2][: min(k, 2)]
-    # Without scatter plots the histogram's title counts the rows dropped.
-    notes = [] if top else [f"{name}: {dropped_note(b)}" for name, b in batches if b.dropped]
-    for j in range(k):
-        ax = lower.add_subplot(mrows, mcols, j + 1)
-        _marginal(ax, s, d, j, (float(lo[j]), float(hi[j])))
-        ax.set_title("\n".join([f"$x_{{{j + 1}}}$", *notes]), fontsize="medium")
-        if j == 0 and d is not None:
-            ax.legend(fontsize="small", frameon=False, loc="upper left", ncols=2)
-    if dim > k:
-        lower.supxlabel(f"histograms of the first {k} of {dim} coordinates", fontsize="medium")
+    size = 2.3 if k > 1 else 3.2
+    fig = new_figure(size * k + 0.6, size * k + 0.9)
+    batches = [("samples", s)] + ([("data", d)] if d is not None else [])
+    # The first panel's title counts the rows dropped, the figure's title names the coordinates.
+    notes = [f"{name}: {dropped_note(b)}" for name, b in batches if b.dropped]
+    for i in range(k):
+        for j in range(i + 1):
+            ax = fig.add_subplot(k, k, i * k + j + 1)
+            if i == j:
+                _marginal(ax, s, d, j, (float(lo[j]), float(hi[j])))
+                ax.set_title(axis_name(j, columns), fontsize="medium")
+            else:
+                layers = [(d, DATA_COLOR, 0.35), (s, SAMPLES_COLOR, 0.45)]
+                # The smaller set goes on top, in larger dots, so a small test split (a user's
+                # 30 held-out rows) stays visible among thousands of samples.
+                layers.sort(key=lambda t: -1 if t[0] is None else -t[0].values.shape[0])
+                for b, color, alpha in layers:
+                    if b is not None and b.values.shape[0]:
+                        few = b.values.shape[0] <= SMALL_SET
+                        ax.scatter(
+                            b.values[:, j],
+                            b.values[:, i],
+                            s=6 if few else 1.5,
+                            alpha=0.8 if few else alpha,
+                            linewidths=0,
+                            color=color,
+                            rasterized=True,
+                        )
+                ax.set(xlim=(lo[j], hi[j]), ylim=(lo[i], hi[i]))
+                ax.set_xlabel(axis_name(j, columns), fontsize="small")
+                ax.set_ylabel(axis_name(i, columns), fontsize="small")
+                ax.tick_params(labelsize="x-small")
+            if i == 0 and j == 0 and notes:
+                ax.set_title("\n".join([axis_name(0, columns), *notes]), fontsize="medium")
+    handles = [Line2D([], [], color=SAMPLES_COLOR, label="samples")]
+    if d is not None:
+        handles.insert(0, Line2D([], [], color=DATA_COLOR, lw=6, alpha=0.5, label="data"))
+    fig.legend(handles=handles, loc="outside lower center", ncols=len(handles))
+    if dim > k:  # in the empty upper triangle
+        fig.text(0.98, 0.9, f"the first {k} of {dim} coordinates", ha="right", va="top")
     return fig

@@ -1,0 +1,199 @@
+"""Evaluation of a trained model: test NLL, samples and their distances to the data."""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .. import data, metrics
+from .._checks import check_int
+from ..distributions.model import Model
+from ..dynamics import total_nfe
+from ..train import load_dataset
+
+_EVAL_BATCH = 4096  # rows per log_prob call: bounds memory, and the result does not depend on it
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    """What is measured of each trained model, and on how much data.
+
+    Attributes:
+        test_points: the test NLL is taken over the first this many points of the test split
+            (the same points for every model; the splits are shuffled, so a random subset), or
+            ``None`` for the whole split.
+        samples: samples drawn per model, for the distances, the figures and the sampling time.
+        distance_points: the distances compare at most this many samples with as many test
+            points (and the data-to-data floor uses the same sizes).
+        exact_w2: also compute the exact Wasserstein-2 distance (the costliest by far).
+        density_resolution: grid points per axis of the density images of 2-D data.
+    """
+
+    test_points: int | None = None
+    samples: int = 5000
+    distance_points: int = 2000
+    exact_w2: bool = True
+    density_resolution: int = 200
+
+    def __post_init__(self) -> None:
+        # Two points at least: the distances are means over pairs, the NLL has a spread.
+        for name in ("samples", "distance_points", "density_resolution"):
+            check_int(getattr(self, name), name, 2)
+        if self.test_points is not None:
+            check_int(self.test_points, "test_points", 2, "an int >= 2 or None")
+        if not isinstance(self.exact_w2, bool):
+            raise TypeError(f"exact_w2 must be True or False, got {self.exact_w2!r}")
+
+
+def _dataset(config: dict, source: str | None) -> data.Dataset:
+    return load_dataset(config) if source is None else data.load(source)
+
+
+def _flat(x: Tensor) -> Tensor:
+    return x.reshape(x.shape[0], -1)
+
+
+def distance_reference(dataset: data.Dataset, split: str, evaluation: Evaluation) -> dict:
+    """What every model's distances are measured against: the held-out points (flat), the MMD
+    bandwidths fixed from them, and the data-to-data floor.
+
+    The floor is the same distances between two independent draws of the data of the sizes a
+    model is compared at: as many training points as a model's samples (the training split is
+    a draw of the same distribution, independent of ``split``) against the same ``split``
+    points. A model whose distance is near the floor is as close to the data as the data
+    itself, at this sample size.
+    """
+    held = _flat(getattr(dataset, split))
+    train = _flat(dataset.train)
+    # The samples side of every distance gets this many rows, the floor's training draw too, so
+    # the V-statistics' size-dependent bias is the same for the floor and for each model.
+    size = min(evaluation.distance_points, train.shape[0], evaluation.samples)
+    # One seeded subset of the held-out points, the same for every model and for the floor.
+    target = _shuffled(held, seed=0)[:size]
+    # The median heuristic on the data alone: one set of bandwidths for every model.
+    median = metrics.median_distance(target, target)
+    bandwidths = [median * c for c in metrics.BANDWIDTH_MULTIPLIERS] if median > 0 else None
+    reference = {"target": target, "size": size, "bandwidths": bandwidths}
+    reference["floor"] = _distances(_shuffled(train, seed=1)[:size], reference, evaluation)
+    return reference
+
+
+def _shuffled(x: Tensor, seed: int) -> Tensor:
+    return x[torch.randperm(x.shape[0], generator=torch.Generator().manual_seed(seed))]
+
+
+def _distances(samples: Tensor, reference: dict, evaluation: Evaluation) -> dict[str, float]:
+    """The biased (V-statistic, never negative) distances of ``samples`` to the reference,
+    with the standard errors of MMD² and the energy distance."""
+    return metrics.sample_distances(
+        samples,
+        reference["target"],
+        max_w2=reference["size"],
+        unbiased=False,
+        bandwidths=reference["bandwidths"],
+        exact_w2=evaluation.exact_w2,
+        stderr=True,
+    )
+
+
+def evaluate_with_samples(
+    model: Model,
+    dataset: data.Dataset,
+    evaluation: Evaluation,
+    reference: dict,
+    split: str = "test",
+    seed: int = 0,
+    solver: dict | None = None,
+) -> tuple[dict, Tensor]:
+    """The measurements of one model, and its samples (for the figures)."""
+    solver = solver or {}
+    x = getattr(dataset, split)
+    if tuple(x.shape[1:]) != tuple(model.event_shape):
+        raise ValueError(
+            f"dataset {dataset.name} has samples of shape {tuple(x.shape[1:])}, but the model "
+            f"was trained on shape {tuple(model.event_shape)}"
+        )
+    if evaluation.test_points is not None:
+        x = x[: evaluation.test_points]
+    dim = math.prod(model.event_shape)
+    n_samples = evaluation.samples
+    nfe = [total_nfe(model)]
+    start_t = time.perf_counter()
+    result = metrics.nll(model, x.to(model.device), batch_size=_EVAL_BATCH, **solver)
+    log_prob_s = time.perf_counter() - start_t
+    nfe.append(total_nfe(model))
+    torch.manual_seed(seed)
+    start_t = time.perf_counter()
+    with torch.no_grad():
+        samples = model.sample(n_samples, **solver).cpu()
+    sample_s = time.perf_counter() - start_t
+    nfe.append(total_nfe(model))
+    finite = torch.isfinite(samples.reshape(n_samples, -1)).all(dim=1)
+    start_t = time.perf_counter()
+    distances = (
+        _distances(_flat(samples[finite]), reference, evaluation) if finite.sum() >= 2 else {}
+    )
+    distance_s = time.perf_counter() - start_t
+    row = {
+        "data": dataset.name,
+        "split": split,
+        "n": result.n,
+        "nll_nats": result.mean,
+        "nll_stderr": result.stderr,
+        "bits_per_dim": metrics.bits_per_dim(result.mean, dim, levels=dataset.levels),
+        "entropy_nats": dataset.entropy,
+        "log_prob_seconds": log_prob_s,
+        "sample_seconds": sample_s,
+        "distance_seconds": distance_s,
+        "n_samples": n_samples,
+        "non_finite_samples": int((~finite).sum()),
+        "solver": solver,
+        "distances": distances,
+        "distance_floor": reference["floor"],
+        "distance_points": reference["size"],
+        # Continuous models: function evaluations per solve (one solve per batch of rows).
+        "nfe": None
+        if nfe[0] is None
+        else {
+            "log_prob": (nfe[1] - nfe[0]) / math.ceil(result.n / _EVAL_BATCH),
+            "sample": nfe[2] - nfe[1],
+        },
+    }
+    return row, samples
+
+
+def evaluate_model(
+    model: Model,
+    config: dict,
+    source: str | None = None,
+    split: str = "test",
+    n_samples: int = 5000,
+    seed: int = 0,
+    solver: dict | None = None,
+) -> dict:
+    """Test NLL (nats and bits/dim), the entropy floor when known, sample distances and timings.
+
+    The distances (MMD², energy distance, sliced W2, exact W2; see
+    :func:`flowforge.metrics.sample_distances`) are the biased V-statistics, never negative,
+    with MMD bandwidths fixed from the data; ``distance_floor`` holds the same distances between
+    two draws of the data of the same sizes, the value a perfect model would get.
+
+    Args:
+        model: a trained model (in the data's own units).
+        config: its run config (names the training data).
+        source: another dataset to evaluate on (default: the run's own).
+        split: ``"test"`` or ``"val"``.
+        n_samples: samples drawn for the distances and the sampling time.
+        seed: seed of the sampling.
+        solver: solver options of a continuous model (``method``, ``steps``, ...), for both
+            the log-density and sampling; its accurate defaults when not given.
+    """
+    dataset = _dataset(config, source)
+    evaluation = Evaluation(samples=n_samples)
+    reference = distance_reference(dataset, split, evaluation)
+    row, _ = evaluate_with_samples(model, dataset, evaluation, reference, split, seed, solver)
+    return {"model": config["model"]["name"], **row, "weights": config.get("loaded")}

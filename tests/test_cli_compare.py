@@ -1,0 +1,249 @@
+"""`flowforge compare`: equal-time budgets, the report's ranking, distances with their floor."""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import pytest
+import torch
+
+from flowforge import metrics, viz
+from flowforge.cli import build_parser
+from flowforge.cli.commands import compare_train_table
+from flowforge.cli.options import train_options
+from flowforge.cli.report import BUDGETS, Evaluation, best_marks, compare, model_styles
+from flowforge.train import TrainConfig
+from flowforge.viz import save_figure
+
+SMALL_DATA = {"n_train": 2000, "n_val": 300, "n_test": 600}
+TINY_EVAL = Evaluation(samples=400, distance_points=300, exact_w2=False, density_resolution=12)
+
+
+@pytest.fixture(scope="module")
+def timed_report(tmp_path_factory):
+    """Two small models, one second each: the report of an equal-time comparison."""
+    out = tmp_path_factory.mktemp("compare") / "c"
+    cfg = TrainConfig(steps=None, time_limit=1.0, batch_size=64, progress=False)
+    figures = {}
+
+    def keep(fig, path, **kwargs):
+        figures[Path(path).name] = fig
+        return save_figure(fig, path, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(viz, "save_figure", keep)
+        report = compare(
+            ["nice", "maf"], "checkerboard", SMALL_DATA, cfg, out, evaluation=TINY_EVAL
+        )
+    FIGURES.update(figures)
+    return out, report.read_text(), json.loads((out / "results.json").read_text())
+
+
+FIGURES = {}  # the figures of the timed report, by file name
+
+
+def test_time_limited_compare_reports_steps_stop_reasons_and_weights(timed_report):
+    _, text, results = timed_report
+    assert results["time_limit"] == 1.0 and results["steps"] is None
+    rows = {r["model"]: r for r in results["results"]}
+    assert set(rows) == {"nice", "maf"}
+    for name, r in rows.items():
+        assert r["stop_reason"] == "time" and r["steps"] >= 1
+        assert r["train_seconds"] == pytest.approx(1.0, abs=0.9)
+        assert r["best_step"] is not None and r["weights"]["step"] == r["best_step"]
+        # The table row: steps reached, why it stopped, which weights won.
+        assert re.search(
+            rf"\| {name} \|.*\| {r['steps']:,} \| time limit \| best @ {r['best_step']} \|", text
+        ), text
+    assert "**Budget: equal training time.** Every model trained for 1 s" in text
+    assert "## Ranking at this budget" in text
+    # Ranked by test NLL: rank 1 is the lower one.
+    first = min(rows.values(), key=lambda r: r["nll_nats"])["model"]
+    assert f"| 1 | {first} |" in text
+
+
+def test_distances_are_non_negative_and_the_floor_is_beside_them(timed_report):
+    _, text, results = timed_report
+    floor = results["distance_floor"]
+    assert {"mmd", "energy_distance", "sliced_wasserstein"} <= set(floor)
+    assert "wasserstein2" not in floor  # no exact W2 asked for
+    assert all(v >= 0 for v in floor.values())
+    for r in results["results"]:
+        assert all(v >= 0 for v in r["distances"].values())
+        assert 0 < r["distances"]["energy_distance_stderr"] < r["distances"]["energy_distance"]
+        assert r["distances"]["energy_distance"] > floor["energy_distance"]  # 1 s is not enough
+    assert f"| *data vs data (floor)* | — | {floor['energy_distance']:.4f} |" in text
+    assert "(× floor)" in text and "V-statistics, never negative" in text
+
+
+def test_every_figure_exists_and_has_a_caption(timed_report):
+    out, text, _ = timed_report
+    figures = re.findall(r"!\[(.+?)\]\((.+?)\)\n\n\*Figure (\d+)\. (.+?)\*", text)
+    assert [f[0] for f in figures] == ["samples.png", "densities.png", "curves.png"]
+    assert [f[2] for f in figures] == ["1", "2", "3"]
+    for _name, path, _, caption in figures:
+        assert (out / path).read_bytes()[:4] == b"\x89PNG" and len(caption) > 40
+    assert "exact density of the data" in text  # the checkerboard's, beside the models
+
+
+def test_floor_matches_two_draws_of_the_data():
+    # The floor is the V-statistic between two independent draws: near 0, but above it.
+    x, y = torch.randn(500, 2), torch.randn(500, 2)
+    energy = metrics.energy_distance(x, y, unbiased=False)
+    assert energy > 0 and energy > metrics.energy_distance(x, y)  # V above U by the bias
+    assert metrics.mmd(x, y, unbiased=False) > 0
+    assert metrics.energy_distance(x, x, unbiased=False) == 0.0
+    d = metrics.sample_distances(x, y, unbiased=False, exact_w2=False)
+    assert "wasserstein2" not in d and d["energy_distance"] == pytest.approx(energy)
+
+
+def test_distance_standard_errors_match_the_spread_of_repeated_draws():
+    g = torch.Generator().manual_seed(0)
+    values, errors = [], []
+    for _ in range(40):
+        x, y = torch.randn(300, 2, generator=g) + 0.3, torch.randn(300, 2, generator=g)
+        d = metrics.sample_distances(x, y, unbiased=False, exact_w2=False, stderr=True)
+        values.append(d["energy_distance"])
+        errors.append(d["energy_distance_stderr"])
+    spread = torch.tensor(values).std().item()
+    assert 0.7 < torch.tensor(errors).mean().item() / spread < 1.4
+
+
+def test_best_marks_bold_only_when_not_tied():
+    # 3.50 ± 0.01 against 3.60 ± 0.01: a clear best.
+    assert best_marks([3.6, 3.5, 3.9], [0.01, 0.01, 0.01]) == ["", "bold", ""]
+    # Within one standard error of the difference: both are marked, neither bold.
+    assert best_marks([3.505, 3.5, 3.9], [0.01, 0.01, 0.01]) == ["tied", "tied", ""]
+    assert best_marks([math.nan, 2.0], [0.0, 0.0]) == ["", "bold"]
+    assert best_marks([math.nan], [0.0]) == [""]
+
+
+def _row(model: str, nll: float, stderr: float, energy: float, energy_se: float) -> dict:
+    return {
+        "model": model,
+        "n": 100,
+        "nll_nats": nll,
+        "nll_stderr": stderr,
+        "distances": {"energy_distance": energy, "energy_distance_stderr": energy_se, "mmd": 0.5},
+        "steps": 10,
+        "stop_reason": "steps",
+        "weights": {"weights": "best", "step": 10},
+        "train_seconds": 1.0,
+        "eval_seconds": 0.1,
+        "nfe": None,
+    }
+
+
+def test_tied_values_are_all_marked_in_the_table():
+    from flowforge import data
+    from flowforge.cli.markdown import markdown
+
+    dataset = data.load("checkerboard", n_train=100, n_val=10, n_test=100)
+    cfg = TrainConfig(steps=10)
+    rows = [
+        _row("a", 3.50, 0.01, 0.10, 0.02),
+        _row("b", 3.505, 0.01, 0.13, 0.02),
+        _row("c", 3.9, 0.01, 0.11, 0.01),
+    ]
+    reference = {"floor": {"energy_distance": 0.01, "mmd": 0.4}, "size": 100}
+    text = markdown(
+        dataset, dict.fromkeys("abc", cfg), rows, [], Evaluation(), reference, None, 1.0
+    )
+    table = {line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
+    # a and b are tied in NLL (within one standard error): both marked, neither bold.
+    assert "| 3.500 ± 0.010 ◆ |" in table["a"] and "| 3.505 ± 0.010 ◆ |" in table["b"]
+    assert "**" not in table["a"].split(" | ")[2] and "◆" not in table["c"].split(" | ")[2]
+    # Energy distance: c is within one standard error of the difference from a (0.01 against
+    # hypot(0.02, 0.01)), b is not (0.03 against hypot(0.02, 0.02)); MMD²: all equal, all tied.
+    assert "0.1000 (10.0×) ◆" in table["a"] and "0.1100 (11.0×) ◆" in table["c"]
+    assert "0.1300 (13.0×) |" in table["b"] and "0.5000 (1.2×) ◆" in table["b"]
+    assert table["c"].startswith("| 3 | c |")  # ranked by test NLL
+    assert "**Budget: equal steps.** Every model trained for 10 optimiser steps" in text
+
+
+def test_budget_flags_choose_equal_time_or_equal_steps():
+    parse = build_parser().parse_args
+    quick = BUDGETS["quick"]
+
+    def config(*argv, table=None):
+        args = parse(["compare", "--out", "x", *argv])
+        return train_options(compare_train_table(BUDGETS[args.budget], table or {}, args), args)
+
+    default = config()
+    assert default.time_limit == quick.time_limit and default.steps is None
+    assert default.max_val_samples == 2000  # the quick preset's validation
+    assert config("--budget", "thorough").time_limit == 60.0
+    steps = config("--steps", "300")
+    assert steps.steps == 300 and steps.time_limit is None  # equal steps
+    both = config("--steps", "300", "--time-limit", "5")
+    assert (both.steps, both.time_limit) == (300, 5.0)
+    assert config("--time-limit", "3").time_limit == 3.0
+    assert config(table={"steps": 100}).time_limit is None
+    # Recipes keep their own training defaults (resflow's lr) inside the budget.
+    args = parse(["compare", "--out", "x"])
+    resflow = train_options(compare_train_table(quick, {}, args), args, "resflow")
+    assert resflow.lr == 1e-2 and resflow.time_limit == quick.time_limit
+
+
+def test_style_map_follows_the_registry():
+    from flowforge import models
+
+    names = models.available()
+    styles = model_styles(names)
+    assert len({(s.color, s.linestyle, s.marker) for s in styles.values()}) == len(names)
+    # A subset keeps each model's style.
+    assert model_styles(["fm", "nsf"]) == {"fm": styles["fm"], "nsf": styles["nsf"]}
+
+
+def test_each_model_keeps_its_style_in_every_figure(timed_report):
+    styles = model_styles(["nice", "maf"])
+    curves = FIGURES["curves.png"]
+    for ax in curves.axes:
+        for line in ax.lines:
+            name = next(n for n, s in styles.items() if s.color == line.get_color())
+            assert line.get_linestyle() == styles[name].linestyle
+            assert line.get_marker() == styles[name].marker
+    val = curves.axes[0]
+    assert [line.get_color() for line in val.lines] == [styles[n].color for n in ("nice", "maf")]
+    for fig in ("samples.png", "densities.png"):
+        titled = {ax.get_title(): ax.title.get_color() for ax in FIGURES[fig].axes}
+        assert titled["nice"] == styles["nice"].color and titled["maf"] == styles["maf"].color
+    # Flows' NLL only: one training-loss panel, beside the validation NLL.
+    assert [ax.get_title() for ax in curves.axes][:2] == [
+        "validation NLL (data units)",
+        "training loss: NLL (standardised data, nats)",
+    ]
+
+
+def test_compare_on_a_four_column_csv_draws_pairs_with_its_column_names(tmp_path, monkeypatch):
+    rows = torch.randn(300, 4, generator=torch.Generator().manual_seed(0))
+    lines = ["age,height,weight,income"] + [",".join(f"{v:.5f}" for v in r) for r in rows.tolist()]
+    (tmp_path / "people.csv").write_text("\n".join(lines) + "\n")
+    figures = {}
+    monkeypatch.setattr(viz, "save_figure", lambda fig, path, **k: figures.update({path.name: fig}))
+    cfg = TrainConfig(steps=5, batch_size=32, eval_every=0, checkpoint_every=0, progress=False)
+    ev = Evaluation(samples=100, distance_points=50, exact_w2=False)
+    report = compare(["nice"], str(tmp_path / "people.csv"), {}, cfg, tmp_path / "c", evaluation=ev)
+    text = report.read_text()
+    assert sorted(figures) == ["curves.png", "samples.png"]  # no density image for 4-D data
+    pairs = figures["samples.png"].axes
+    assert len(pairs) == 6 and (pairs[0].get_xlabel(), pairs[0].get_ylabel()) == ("age", "height")
+    assert "each column one pair of the 4 coordinates" in text
+    # A small file: the floor draws as many training rows as the model's compared samples.
+    results = json.loads((tmp_path / "c" / "results.json").read_text())
+    assert results["distance_points"] == 50
+
+
+def test_evaluation_settings_are_checked():
+    with pytest.raises(ValueError, match="samples must be an int >= 2, got 1"):
+        Evaluation(samples=1)
+    with pytest.raises(TypeError, match="test_points must be an int >= 2 or None"):
+        Evaluation(test_points=2.5)
+    with pytest.raises(TypeError, match="exact_w2 must be True or False"):
+        Evaluation(exact_w2="no")
+    quick, thorough = BUDGETS["quick"].evaluation, BUDGETS["thorough"].evaluation
+    assert quick.test_points == 5000 and not quick.exact_w2 and quick.density_resolution == 64
+    assert thorough == Evaluation()  # everything, in full
