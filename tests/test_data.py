@@ -72,7 +72,7 @@ def test_toy_sampler_rejects_bad_arguments(name):
         sample(2.5)
     with pytest.raises(TypeError, match="seed must be an int"):
         sample(10, seed="1")
-    with pytest.raises(ValueError, match="seed must be a non-negative"):
+    with pytest.raises(ValueError, match="seed must be an int >= 0"):
         sample(10, seed=-1)
     with pytest.raises(TypeError, match=r"generator must be a torch\.Generator"):
         sample(10, generator=3)

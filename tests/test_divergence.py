@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from flowforge.dynamics import (
+from flowforge.estimators import (
     divergence_exact,
     divergence_hutchinson,
     field_and_divergence,

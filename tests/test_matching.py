@@ -175,7 +175,7 @@ def test_stratified_times_keep_the_law_and_cover_every_stratum():
     t = UniformTime(stratified=True)(n, generator=g, dtype=torch.float64)
     assert torch.equal((t * n).floor().sort().values, torch.arange(n, dtype=torch.float64))
     assert not torch.equal(t, t.sort().values)
-    with pytest.raises(ValueError, match="stratified must be True or False"):
+    with pytest.raises(TypeError, match="stratified must be True or False"):
         UniformTime(stratified=1)
     assert not ff.models.create("otfm", dim=2).time_sampler.stratified
     assert ff.models.create("fm", dim=2, stratified=True).time_sampler.stratified
@@ -209,7 +209,7 @@ def test_fm_default_loss_is_the_plain_cfm_estimator_draw_for_draw():
         (lambda: SchrodingerBridgePath(0.0), "sigma must be a positive number"),
         (lambda: SinkhornCoupling(-1.0), "sigma must be a positive number"),
         (lambda: LogitNormalTime(scale=0.0), "scale must be a positive number"),
-        (lambda: ModeTime(scale=3.0), "mode scale must be in"),
+        (lambda: ModeTime(scale=3.0), "scale must be a number in"),
         (lambda: UniformTime(shift=0.0), "shift must be a positive number"),
     ],
 )

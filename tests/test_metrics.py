@@ -185,7 +185,7 @@ def test_bits_per_dim_rejects_bad_arguments():
         bits_per_dim(1.0, 2, levels=1)
     with pytest.raises(TypeError, match="levels must be an int"):
         bits_per_dim(1.0, 2, levels=256.0)
-    with pytest.raises(ValueError, match="nll_nats must be finite"):
+    with pytest.raises(ValueError, match="nll_nats must be a finite number"):
         bits_per_dim(math.nan, 2)
     with pytest.raises(TypeError, match=r"pass nll\(...\).mean"):
         bits_per_dim(NLLResult(1.0, 0.1, 10), 2)
@@ -270,7 +270,7 @@ def test_mmd_rejects_degenerate_bandwidths():
     x = torch.zeros(10, 2)
     with pytest.raises(ValueError, match="median pairwise distance of x and y is 0"):
         mmd(x, x)
-    with pytest.raises(ValueError, match=r"bandwidths\[1\] must be positive, got -1.0"):
+    with pytest.raises(ValueError, match=r"bandwidths\[1\] must be a positive number, got -1.0"):
         mmd(torch.randn(5, 2), torch.randn(5, 2), [1.0, -1.0])
     with pytest.raises(ValueError, match="bandwidths must hold at least one"):
         mmd(torch.randn(5, 2), torch.randn(5, 2), [])
@@ -357,7 +357,7 @@ def test_sliced_wasserstein_identities():
 
 def test_sliced_wasserstein_rejects_bad_arguments():
     x = torch.randn(5, 2)
-    with pytest.raises(ValueError, match=r"p must be >= 1, got 0\.5"):
+    with pytest.raises(ValueError, match=r"p must be a number >= 1, got 0\.5"):
         sliced_wasserstein(x, x, p=0.5)
     with pytest.raises(ValueError, match="n_projections must be an int >= 1, got 0"):
         sliced_wasserstein(x, x, n_projections=0)

@@ -228,7 +228,7 @@ def test_registry_lists_the_families_in_order_of_publication():
         ("nsf", {"dim": 2, "layer": 3}, TypeError, r"'layer'; did you mean 'layers'\? its options"),
         ("maf", {"dim": 2, "context_dim": -1}, ValueError, "context_dim"),
         ("realnvp", {"dim": 2, "scale_bound": 0.0}, ValueError, "scale_bound"),
-        ("ffjord", {"dim": 2, "divergence": "trace"}, ValueError, "'exact' or 'hutchinson'"),
+        ("ffjord", {"dim": 2, "divergence": "trace"}, ValueError, "must be one of exact, hutch"),
         ("ffjord", {"dim": 2, "probe": "uniform"}, ValueError, "probe must be one of"),
         ("ffjord", {"dim": 2, "activation": "relu"}, ValueError, "activation must be one of"),
         ("ffjord", {"dim": 2, "time_embedding": "x"}, ValueError, "time_embedding must be"),

@@ -5,9 +5,19 @@ with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and 
 (``encode``).
 """
 
-__version__ = "0.1.0"
-
-from . import data, distributions, dynamics, matching, metrics, models, nets, train, transforms
+from . import (
+    data,
+    distributions,
+    dynamics,
+    estimators,
+    matching,
+    metrics,
+    models,
+    nets,
+    train,
+    transforms,
+)
+from ._version import __version__
 from .distributions import Flow, Model
 
 
@@ -28,6 +38,7 @@ __all__ = [
     "data",
     "distributions",
     "dynamics",
+    "estimators",
     "matching",
     "metrics",
     "models",

@@ -6,9 +6,12 @@ import difflib
 import math
 import numbers
 from collections.abc import Iterable
+from typing import TypeVar
 
 import torch
 from torch import Tensor
+
+T = TypeVar("T")
 
 
 def _shape(dims: tuple) -> str:
@@ -66,18 +69,127 @@ def is_real(value: object) -> bool:
     return isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
 
 
-def check_int(value: object, name: str, minimum: int, described: str | None = None) -> int:
-    """Check that ``value`` is an integer (Python or NumPy, not bool) of at least ``minimum``.
+def _got(value: object) -> str:
+    """What came, for an error message: its repr (shortened) and, if not a number, its type."""
+    text = repr(value)
+    if len(text) > 60:
+        text = text[:57] + "..."
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        return text
+    return f"{text} ({type(value).__name__})"
 
-    Raises ``TypeError`` for a non-integer, ``ValueError`` below ``minimum``; both say
-    ``"{name} must be {described}"`` (default ``"an int >= minimum"``) and what came.
+
+def _bounds(
+    minimum: float | None, maximum: float | None, above: float | None, below: float | None
+) -> str:
+    """``"in [0, 1)"``, ``">= 0"``, ``"> 0"``... for the bounds that are set; ``""`` for none."""
+    low = (f"[{minimum:g}", minimum) if minimum is not None else None
+    low = (f"({above:g}", above) if above is not None else low
+    high = (f"{maximum:g}]", maximum) if maximum is not None else None
+    high = (f"{below:g})", below) if below is not None else high
+    if low and high:
+        return f"in {low[0]}, {high[0]}"
+    if low:
+        return (">= " if minimum is not None else "> ") + f"{low[1]:g}"
+    if high:
+        return ("<= " if maximum is not None else "< ") + f"{high[1]:g}"
+    return ""
+
+
+def check_int(
+    value: object,
+    name: str,
+    minimum: int | None = None,
+    described: str | None = None,
+    *,
+    maximum: int | None = None,
+) -> int:
+    """Check that ``value`` is an integer (Python or NumPy, never a bool) in
+    ``[minimum, maximum]`` (each bound optional); return it as an ``int``.
+
+    Raises ``TypeError`` for a non-integer, ``ValueError`` out of bounds; both say
+    ``"{name} must be {described}"`` (default ``"an int >= minimum"``, ``"an int in [a, b]"``)
+    and what came.
     """
-    described = described or f"an int >= {minimum}"
+    if described is None:
+        described = " ".join(("an int", _bounds(minimum, maximum, None, None))).strip()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"{name} must be {described}, got {type(value).__name__}")
-    if value < minimum:
+        raise TypeError(f"{name} must be {described}, got {_got(value)}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
         raise ValueError(f"{name} must be {described}, got {value}")
     return int(value)
+
+
+def check_number(
+    value: object,
+    name: str,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    *,
+    above: float | None = None,
+    below: float | None = None,
+    described: str | None = None,
+) -> float:
+    """Check that ``value`` is a finite real number (Python or NumPy, never a bool) within the
+    bounds given: ``minimum <= value <= maximum``, ``above < value < below``; return it as a
+    ``float``.
+
+    Raises ``TypeError`` for a non-number, ``ValueError`` for NaN, an infinity or a value out of
+    bounds; both say ``"{name} must be {described}"`` (default ``"a number in [0, 1)"``,
+    ``"a positive number"``, ``"a number >= 0"``, ``"a finite number"``...) and what came.
+    """
+    if described is None:
+        bounds = _bounds(minimum, maximum, above, below)
+        if above == 0 and minimum is None and maximum is None and below is None:
+            described = "a positive number"
+        else:
+            described = f"a number {bounds}" if bounds else "a finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be {described}, got {_got(value)}")
+    if not (
+        math.isfinite(value)
+        and (minimum is None or value >= minimum)
+        and (maximum is None or value <= maximum)
+        and (above is None or value > above)
+        and (below is None or value < below)
+    ):
+        raise ValueError(f"{name} must be {described}, got {value!r}")
+    return float(value)
+
+
+def check_positive(value: object, name: str, described: str | None = None) -> float:
+    """Check that ``value`` is a finite number > 0 (never a bool); return it as a ``float``."""
+    return check_number(value, name, above=0, described=described)
+
+
+def check_probability(value: object, name: str) -> float:
+    """Check that ``value`` is a number in [0, 1] (never a bool); return it as a ``float``."""
+    return check_number(value, name, 0, 1, described="a probability in [0, 1]")
+
+
+def check_bool(value: object, name: str) -> bool:
+    """Check that ``value`` is ``True`` or ``False`` (not 0, 1 or a string); return it."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {_got(value)}")
+    return bool(value)
+
+
+def check_choice(value: object, name: str, choices: Iterable[T]) -> T:
+    """Check that ``value`` is one of ``choices``; return it.
+
+    Raises ``ValueError``: ``"{name} must be one of a, b, c; got 'x'"``, with a
+    :func:`did_you_mean` hint for a misspelled name.
+    """
+    options = tuple(choices)
+    # A bool is not the option 0 or 1.
+    if not isinstance(value, bool) and value in options:
+        return options[options.index(value)]
+    message = f"{name} must be one of {', '.join(str(c) for c in options)}; got {value!r}"
+    if isinstance(value, str) and all(isinstance(c, str) for c in options):
+        hint = did_you_mean(value, options)
+        if hint:
+            message += f"; {hint.strip()}"
+    raise ValueError(message)
 
 
 def check_seed(seed: object, name: str = "seed") -> int:

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="flowforge",
         description="Train, sample, evaluate and compare flow-based generative models.",
     )
-    from .. import __version__
+    from .._version import __version__
 
     parser.add_argument("--version", action="version", version=f"flowforge {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

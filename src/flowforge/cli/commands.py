@@ -8,6 +8,7 @@ import os
 import shlex
 from pathlib import Path
 
+from .._checks import check_int
 from .options import _TRAIN_FLAGS, eval_every_flag, load_toml, parse_assignments, train_options
 
 # -- train -------------------------------------------------------------------------------------
@@ -340,8 +341,7 @@ def run_sample(args: argparse.Namespace) -> int:
     from ..train.checkpoint import write_atomic
     from ..viz.figure import FIGURE_SUFFIXES
 
-    if args.n < 1:
-        raise ValueError(f"-n must be a positive number of samples, got {args.n}")
+    check_int(args.n, "-n", 1, "a positive number of samples")
     out = _output_file(args.out, "--out", (".npy", ".csv"))
     plot = _output_file(args.plot, "--plot", FIGURE_SUFFIXES)
     model, config = _load_run(args)
@@ -403,8 +403,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..train.checkpoint import write_json_atomic
     from .report import evaluate_model
 
-    if args.samples < 1:
-        raise ValueError(f"--samples must be a positive number of samples, got {args.samples}")
+    check_int(args.samples, "--samples", 1, "a positive number of samples")
     out = _output_file(args.out, "--out")
     model, config = _load_run(args)
     result = evaluate_model(

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 
 from .. import data, metrics
-from .._checks import check_int
+from .._checks import check_bool, check_int
 from ..distributions.model import Model
 from ..dynamics import total_nfe
 from ..train import load_dataset
@@ -45,8 +45,7 @@ class Evaluation:
             check_int(getattr(self, name), name, 2)
         if self.test_points is not None:
             check_int(self.test_points, "test_points", 2, "an int >= 2 or None")
-        if not isinstance(self.exact_w2, bool):
-            raise TypeError(f"exact_w2 must be True or False, got {self.exact_w2!r}")
+        check_bool(self.exact_w2, "exact_w2")
 
 
 def _dataset(config: dict, source: str | None) -> data.Dataset:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from .._checks import check_count, check_seed, did_you_mean
+from .._checks import check_bool, check_count, check_seed, did_you_mean
 from .files import SUFFIXES, load_array, read_columns, split_array
 from .toy import TOY_DENSITIES
 
@@ -184,8 +184,7 @@ def load(
             f"source must be a dataset name or a path (str), got {type(source).__name__}"
         )
     check_seed(seed)
-    if not isinstance(image, bool):
-        raise TypeError(f"image must be a bool, got {type(image).__name__}")
+    check_bool(image, "image")
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     given = [k for k, v in sizes.items() if v is not None]
     name = os.fspath(source)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_seed
+from .._checks import check_bool, check_int, check_seed
 from .dataset import Dataset
 
 DIGITS_LEVELS = 17
@@ -71,10 +71,7 @@ def dequantize(values: Tensor, levels: int, generator: torch.Generator) -> Tenso
         raise TypeError(f"values must be a torch.Tensor, got {type(values).__name__}")
     if values.is_floating_point() or values.is_complex() or values.dtype == torch.bool:
         raise TypeError(f"values must be an integer tensor, got {values.dtype}")
-    if isinstance(levels, bool) or not isinstance(levels, int):
-        raise TypeError(f"levels must be an int, got {type(levels).__name__}")
-    if not 2 <= levels <= _MAX_LEVELS:
-        raise ValueError(f"levels must be in [2, {_MAX_LEVELS}], got {levels}")
+    levels = check_int(levels, "levels", 2, maximum=_MAX_LEVELS)
     if values.numel() and (int(values.min()) < 0 or int(values.max()) >= levels):
         raise ValueError(
             f"values must lie in [0, {levels - 1}], got [{int(values.min())}, {int(values.max())}]"
@@ -112,8 +109,7 @@ def load_digits_dataset(image: bool = False, seed: int = 0) -> Dataset:
         >>> tuple(ds.train.shape), tuple(ds.test.shape), ds.levels
         ((1000, 1, 8, 8), (447, 1, 8, 8), 17)
     """
-    if not isinstance(image, bool):
-        raise TypeError(f"image must be a bool, got {type(image).__name__}")
+    check_bool(image, "image")
     check_seed(seed)
     values, labels = _raw_digits()
     perm = torch.randperm(len(values), generator=torch.Generator().manual_seed(_SPLIT_SEED))

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_seed
+from .._checks import check_seed, is_real
 
 SUFFIXES = (".npy", ".npz", ".csv")
 """The file types :func:`load_array` reads."""
@@ -159,7 +159,7 @@ def split_array(
     fractions = tuple(fractions)
     if (
         len(fractions) != 3
-        or not all(isinstance(f, (int, float)) and f > 0 for f in fractions)
+        or not all(is_real(f) and f > 0 for f in fractions)
         # decimal fractions such as 0.7 + 0.2 + 0.1 miss 1 by a rounding error
         or not math.isclose(sum(fractions), 1.0, abs_tol=1e-9)
     ):

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_count
+from .._checks import check_count, check_int
 
 Sampler = Callable[..., Tensor]
 
@@ -31,11 +31,7 @@ def _generator(seed: int | None, generator: torch.Generator | None) -> torch.Gen
         return generator
     if seed is None:
         seed = 0
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int or None, got {type(seed).__name__}")
-    if seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed}")
-    return torch.Generator().manual_seed(seed)
+    return torch.Generator().manual_seed(check_int(seed, "seed", 0, "an int >= 0 or None"))
 
 
 def _check_points(x: object, name: str = "x") -> Tensor:

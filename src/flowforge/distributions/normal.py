@@ -8,6 +8,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_positive
+
 
 class StandardNormal(nn.Module):
     r"""Standard normal :math:`\mathcal{N}(0, I)` over events of shape ``event_shape``.
@@ -50,8 +52,7 @@ class DiagNormal(StandardNormal):
 
     def __init__(self, event_shape: Sequence[int], loc: float = 0.0, scale: float = 1.0):
         super().__init__(event_shape)
-        if not scale > 0:
-            raise ValueError(f"scale must be positive, got {scale}")
+        check_positive(scale, "scale")
         self.loc = nn.Parameter(torch.full(self.event_shape, float(loc)))
         self.log_scale = nn.Parameter(torch.full(self.event_shape, math.log(scale)))
 

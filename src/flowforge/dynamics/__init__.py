@@ -1,29 +1,29 @@
-"""Continuous time: divergence estimators, ODE integration (torchdiffeq), NFE counting and the
-continuous normalizing flow (:class:`CNF`); the residual-flow log-det estimators beside them.
+"""Continuous time: ODE integration (torchdiffeq), NFE counting and the continuous normalizing
+flow (:class:`CNF`).
 
-Shared by continuous normalizing flows, flow matching and residual flows.
+Shared by continuous normalizing flows and flow matching. The divergence and residual log-det
+estimators live in :mod:`flowforge.estimators`; their names are re-exported here, where they
+were before, so that code written against flowforge 0.1 keeps working.
 """
 
-from .cnf import CNF, SOLVER_KEYS
-from .divergence import (
+from ..estimators import (
     DIVERGENCES,
+    LOGDET_ESTIMATORS,
     PROBES,
+    ROULETTE_DISTRIBUTIONS,
+    LogDetOptions,
+    as_logdet_options,
     divergence_and_frobenius,
     divergence_exact,
     divergence_hutchinson,
     field_and_divergence,
-    probe,
-)
-from .logdet import (
-    LOGDET_ESTIMATORS,
-    ROULETTE_DISTRIBUTIONS,
-    LogDetOptions,
-    as_logdet_options,
     logdet_exact,
     logdet_roulette,
     logdet_series,
+    probe,
     residual_logdet,
 )
+from .cnf import CNF, SOLVER_KEYS
 from .nfe import NFEBlock, NFECounter, total_nfe
 from .ode import METHODS, ODESolution, SolverOptions, integrate
 

@@ -11,15 +11,14 @@ Both are integrated together, as one ODE, by :func:`~flowforge.dynamics.integrat
 
 from __future__ import annotations
 
-import math
 from dataclasses import replace
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_count
+from .._checks import check_choice, check_count, check_number
 from ..distributions.model import Model
-from .divergence import (
+from ..estimators import (
     DIVERGENCES,
     PROBES,
     divergence_and_frobenius,
@@ -154,25 +153,10 @@ class CNF(Model):
                 raise TypeError(f"{name} must be a SolverOptions, got {type(value).__name__}")
         self.solver = solver or SolverOptions()
         self.train_solver = train_solver or self.solver
-        if train_divergence not in DIVERGENCES:
-            raise ValueError(
-                f"train_divergence must be one of {', '.join(DIVERGENCES)}, "
-                f"got {train_divergence!r}"
-            )
-        if probe not in PROBES:
-            raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {probe!r}")
-        for name, value in (("kinetic", kinetic), ("jacobian", jacobian)):
-            if not (
-                isinstance(value, int | float)
-                and not isinstance(value, bool)
-                and math.isfinite(value)
-                and value >= 0
-            ):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        self.train_divergence = train_divergence
-        self.probe = probe
-        self.kinetic = float(kinetic)
-        self.jacobian = float(jacobian)
+        self.train_divergence = check_choice(train_divergence, "train_divergence", DIVERGENCES)
+        self.probe = check_choice(probe, "probe", PROBES)
+        self.kinetic = check_number(kinetic, "kinetic", 0)
+        self.jacobian = check_number(jacobian, "jacobian", 0)
         self.loss_terms: dict[str, float] = {}
         self.last_nfe = 0
 
@@ -185,11 +169,7 @@ class CNF(Model):
         """
         self._check_solver(solver)
         solver = dict(solver)
-        divergence = solver.pop("divergence", "exact")
-        if divergence not in DIVERGENCES:
-            raise ValueError(
-                f"divergence must be one of {', '.join(DIVERGENCES)}, got {divergence!r}"
-            )
+        divergence = check_choice(solver.pop("divergence", "exact"), "divergence", DIVERGENCES)
         if "steps" in solver and "method" not in solver:
             solver["method"] = "euler"
         if solver.get("method") in ADAPTIVE and "steps" not in solver:

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_bool, check_choice, check_int, check_positive
 from .nfe import NFECounter
 
 FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
@@ -42,25 +42,20 @@ class SolverOptions:
     adjoint: bool = False
 
     def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method must be one of {', '.join(METHODS)}, got {self.method!r}")
+        check_choice(self.method, "method", METHODS)
         if self.method in FIXED_STEP:
-            if isinstance(self.steps, bool) or not isinstance(self.steps, int) or self.steps < 1:
-                raise ValueError(
-                    f"method {self.method!r} takes a fixed number of steps: steps must be an "
-                    f"int >= 1, got {self.steps!r}"
-                )
+            steps = f"an int >= 1 for the fixed-step method {self.method!r}"
+            if self.steps is None:  # missing rather than of a wrong type
+                raise ValueError(f"steps must be {steps}, got None")
+            check_int(self.steps, "steps", 1, steps)
         elif self.steps is not None:
             raise ValueError(
                 f"method {self.method!r} chooses its own steps from rtol/atol; pass steps=None "
                 "or a fixed-step method (euler, midpoint, heun, rk4)"
             )
-        for name in ("rtol", "atol"):
-            value = getattr(self, name)
-            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
-                raise ValueError(f"{name} must be a positive number, got {value!r}")
-        if not isinstance(self.adjoint, bool):
-            raise ValueError(f"adjoint must be true or false, got {self.adjoint!r}")
+        check_positive(self.rtol, "rtol")
+        check_positive(self.atol, "atol")
+        check_bool(self.adjoint, "adjoint")
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """Divergence of a vector field: exact (vectorised autograd) and Hutchinson's estimator.
 
-One shared module (STYLE.md rule 6): continuous normalizing flows, flow-matching likelihoods and
-residual-flow log-determinants all estimate traces of Jacobians with these functions.
+One shared module (STYLE.md rule 6): continuous normalizing flows and flow-matching likelihoods
+estimate traces of Jacobians with these functions, and residual-flow log-determinants
+(:mod:`~flowforge.estimators.logdet`) with the same probes.
 """
 
 from __future__ import annotations
@@ -10,27 +11,6 @@ from collections.abc import Callable
 
 import torch
 from torch import Tensor
-
-PROBES = ("rademacher", "gaussian")
-
-
-def probe(x: Tensor, kind: str = "rademacher", generator: torch.Generator | None = None) -> Tensor:
-    r"""A probe :math:`\varepsilon` shaped like ``x``, :math:`E[\varepsilon\varepsilon^\top] = I`.
-
-    Rademacher probes (:math:`\pm 1`) give Hutchinson's estimator the smallest variance among
-    i.i.d. probes; Gaussian probes are the other common choice.
-
-    Args:
-        x: ``(B, D)`` tensor whose shape, dtype and device the probe takes.
-        kind: ``"rademacher"`` or ``"gaussian"``.
-        generator: random generator (default: torch's global one).
-    """
-    if kind == "rademacher":
-        bits = torch.randint(0, 2, x.shape, generator=generator, device=x.device)
-        return (2 * bits - 1).to(x.dtype)
-    if kind == "gaussian":
-        return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    raise ValueError(f"probe kind must be one of {PROBES}, got {kind!r}")
 
 
 def divergence_exact(v: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
@@ -57,7 +37,8 @@ def divergence_hutchinson(
     r"""Hutchinson's unbiased estimate :math:`\varepsilon^\top (\partial v/\partial x) \varepsilon`.
 
     :math:`E_\varepsilon[\varepsilon^\top J \varepsilon] = \operatorname{tr} J` for any probe with
-    :math:`E[\varepsilon\varepsilon^\top] = I` (see :func:`probe`); one backward pass.
+    :math:`E[\varepsilon\varepsilon^\top] = I` (see :func:`~flowforge.estimators.probe`); one
+    backward pass.
 
     Args:
         v: ``(B, D)`` output of the field, computed from ``x`` with gradients enabled.

@@ -7,7 +7,7 @@ unit disc and
 
 whose traces Hutchinson's estimator gives from vector-Jacobian products
 :math:`\varepsilon^\top J^k`, one per term. Beside the divergence estimators
-(:mod:`~flowforge.dynamics.divergence`), whose ``probe`` these share (STYLE.md rule 6).
+(:mod:`~flowforge.estimators.divergence`), whose ``probe`` these share (STYLE.md rule 6).
 
 The estimators:
 
@@ -31,7 +31,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_int, is_real
-from .divergence import PROBES, probe
+from .probes import PROBES, probe
 
 LOGDET_ESTIMATORS = ("exact", "series", "roulette")
 # Up to this many features the exact log-det takes one plain backward pass per Jacobian row.
@@ -181,7 +181,7 @@ def logdet_series(
     Args:
         gx: ``(B, D)`` branch output :math:`g(x)`, computed from ``x`` with gradients enabled.
         x: ``(B, D)`` input that requires grad.
-        noise: ``(B, D)`` probe :math:`\varepsilon` (see :func:`~flowforge.dynamics.probe`).
+        noise: ``(B, D)`` probe :math:`\varepsilon` (see :func:`~flowforge.estimators.probe`).
         order: :math:`n \ge 1`.
         create_graph: make the result differentiable (training).
         neumann_grad: use the Neumann-series gradient.
@@ -282,7 +282,7 @@ def residual_logdet(
 
     Example:
         >>> import torch
-        >>> from flowforge.dynamics import residual_logdet
+        >>> from flowforge.estimators import residual_logdet
         >>> a = 0.5 * torch.eye(2)
         >>> gx, logdet = residual_logdet(lambda x: x @ a.T, torch.randn(3, 2))
         >>> torch.allclose(logdet, torch.full((3,), 2 * torch.log(torch.tensor(1.5))))

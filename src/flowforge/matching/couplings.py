@@ -8,11 +8,11 @@ goes with the Schrödinger-bridge path. The transport problems are solved by POT
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.distributed as dist
 from torch import Tensor
+
+from .._checks import check_positive
 
 COUPLINGS = ("independent", "ot", "sinkhorn")
 
@@ -128,9 +128,7 @@ class SinkhornCoupling(Coupling):
     name = "sinkhorn"
 
     def __init__(self, sigma: float = 0.5, max_iter: int = 1000, tol: float = 1e-6):
-        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = check_positive(sigma, "sigma")
         self.max_iter = int(max_iter)
         self.tol = float(tol)
 

@@ -3,12 +3,12 @@ their conditional velocities :math:`\dot x_t`, the regression targets of flow ma
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from .._checks import check_choice, check_positive
 from .schedulers import CondOTScheduler, Scheduler
 
 PARAMETERIZATIONS = ("velocity", "x1", "epsilon")
@@ -94,9 +94,8 @@ class AffinePath:
             t: ``(B,)``, the times.
             source, target: ``"velocity"``, ``"x1"`` or ``"epsilon"``.
         """
-        for name, p in (("source", source), ("target", target)):
-            if p not in PARAMETERIZATIONS:
-                raise ValueError(f"{name} must be one of {', '.join(PARAMETERIZATIONS)}, got {p!r}")
+        check_choice(source, "source", PARAMETERIZATIONS)
+        check_choice(target, "target", PARAMETERIZATIONS)
         if source == target:
             return value
         t = _check_times(t, x_t)
@@ -139,9 +138,7 @@ class SchrodingerBridgePath:
     """
 
     def __init__(self, sigma: float = 0.5):
-        if not (isinstance(sigma, int | float) and math.isfinite(sigma) and sigma > 0):
-            raise ValueError(f"sigma must be a positive number, got {sigma!r}")
-        self.sigma = float(sigma)
+        self.sigma = check_positive(sigma, "sigma")
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor, noise: Tensor | None = None) -> PathSample:
         """The bridge between the pairs at times ``t (B,)``; ``noise`` defaults to a fresh

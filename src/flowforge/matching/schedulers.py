@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from .._checks import check_number, check_positive
+
 
 @dataclass(frozen=True)
 class SchedulerOutput:
@@ -56,9 +58,7 @@ class CondOTScheduler(Scheduler):
     name = "condot"
 
     def __init__(self, sigma_min: float = 0.0):
-        if not (isinstance(sigma_min, int | float) and 0.0 <= sigma_min < 1.0):
-            raise ValueError(f"sigma_min must be a number in [0, 1), got {sigma_min!r}")
-        self.sigma_min = float(sigma_min)
+        self.sigma_min = check_number(sigma_min, "sigma_min", 0.0, below=1.0)
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
         s = 1.0 - self.sigma_min
@@ -90,9 +90,7 @@ class PolynomialScheduler(Scheduler):
     name = "polynomial"
 
     def __init__(self, n: float = 2.0):
-        if not (isinstance(n, int | float) and not isinstance(n, bool) and n > 0):
-            raise ValueError(f"the polynomial path's exponent n must be > 0, got {n!r}")
-        self.n = float(n)
+        self.n = check_positive(n, "the polynomial path's exponent n", "> 0")
 
     def __call__(self, t: Tensor) -> SchedulerOutput:
         n = self.n
@@ -118,7 +116,9 @@ class VPScheduler(Scheduler):
     name = "vp"
 
     def __init__(self, beta_min: float = 0.1, beta_max: float = 20.0):
-        if not (0 < beta_min <= beta_max):
+        check_positive(beta_min, "beta_min")
+        check_positive(beta_max, "beta_max")
+        if not beta_min <= beta_max:
             raise ValueError(
                 f"need 0 < beta_min <= beta_max, got beta_min={beta_min!r}, beta_max={beta_max!r}"
             )

@@ -13,18 +13,9 @@ import math
 import torch
 from torch import Tensor
 
+from .._checks import check_bool, check_number, check_positive
+
 TIME_SAMPLERS = ("uniform", "logit-normal", "mode")
-
-
-def _positive(value: object, name: str) -> float:
-    if not (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value > 0
-    ):
-        raise ValueError(f"{name} must be a positive number, got {value!r}")
-    return float(value)
 
 
 class TimeSampler:
@@ -44,10 +35,8 @@ class TimeSampler:
     name = "time sampler"
 
     def __init__(self, shift: float = 1.0, stratified: bool = False):
-        self.shift = _positive(shift, "shift")
-        if not isinstance(stratified, bool):
-            raise ValueError(f"stratified must be True or False, got {stratified!r}")
-        self.stratified = stratified
+        self.shift = check_positive(shift, "shift")
+        self.stratified = check_bool(stratified, "stratified")
 
     def __call__(
         self,
@@ -107,10 +96,8 @@ class LogitNormalTime(TimeSampler):
         self, loc: float = 0.0, scale: float = 1.0, shift: float = 1.0, stratified: bool = False
     ):
         super().__init__(shift, stratified)
-        if not (isinstance(loc, int | float) and math.isfinite(loc)):
-            raise ValueError(f"loc must be a finite number, got {loc!r}")
-        self.loc = float(loc)
-        self.scale = _positive(scale, "scale")
+        self.loc = check_number(loc, "loc")
+        self.scale = check_positive(scale, "scale")
 
     def _draw(self, n, device, dtype, generator) -> Tensor:
         if self.stratified:  # the normal quantiles of stratified uniforms
@@ -134,9 +121,7 @@ class ModeTime(TimeSampler):
     def __init__(self, scale: float = 1.29, shift: float = 1.0, stratified: bool = False):
         super().__init__(shift, stratified)
         limit = 2.0 / (math.pi - 2.0)
-        if not (isinstance(scale, int | float) and -1.0 <= scale <= limit):
-            raise ValueError(f"mode scale must be in [-1, {limit:.4f}], got {scale!r}")
-        self.scale = float(scale)
+        self.scale = check_number(scale, "scale", -1.0, limit)
 
     def _draw(self, n, device, dtype, generator) -> Tensor:
         u = self._uniform(n, device, dtype, generator)

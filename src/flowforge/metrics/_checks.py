@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import math
-import numbers
-
 from torch import Tensor
 
-from .._checks import check_finite_rows
+from .._checks import check_finite_rows, check_number
 
 
 def check_samples(x: object, name: str, min_samples: int) -> Tensor:
@@ -75,13 +72,11 @@ def check_pair(
     return xf, yf
 
 
-def check_real(value: object, name: str) -> float:
-    """Check that ``value`` is a finite real number (Python, NumPy, or a one-element tensor)."""
+def check_real(
+    value: object, name: str, minimum: float | None = None, *, above: float | None = None
+) -> float:
+    """:func:`flowforge._checks.check_number` for a number that may also come as a one-element
+    tensor (a metric's result fed back in)."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.dtype.is_complex:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(f"{name} must be a real number, got {type(value).__name__}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"{name} must be finite, got {value}")
-    return value
+    return check_number(value, name, minimum, above=above)

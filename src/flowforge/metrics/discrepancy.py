@@ -119,11 +119,7 @@ def _check_bandwidths(bandwidths: float | Sequence[float]) -> list[float]:
         bandwidths = [bandwidths]
     if len(bandwidths) == 0:
         raise ValueError("bandwidths must hold at least one positive number, got an empty sequence")
-    out = [check_real(h, f"bandwidths[{i}]") for i, h in enumerate(bandwidths)]
-    for i, h in enumerate(out):
-        if h <= 0:
-            raise ValueError(f"bandwidths[{i}] must be positive, got {h}")
-    return out
+    return [check_real(h, f"bandwidths[{i}]", above=0) for i, h in enumerate(bandwidths)]
 
 
 def mmd(

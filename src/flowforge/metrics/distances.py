@@ -77,8 +77,7 @@ def sample_distances(
         ['energy_distance', 'mmd', 'sliced_wasserstein', 'wasserstein2']
     """
     x, y = check_pair(samples, data, 2, names=("samples", "data"))
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    seed = check_int(seed, "seed")
     # Two rows at least: MMD and the energy distance are U-statistics over distinct pairs.
     max_w2 = check_int(max_w2, "max_w2", 2)
     g = torch.Generator().manual_seed(seed)

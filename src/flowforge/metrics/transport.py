@@ -90,12 +90,9 @@ def sliced_wasserstein(
     """
     x, y = check_pair(x, y, 1)
     n_projections = check_int(n_projections, "n_projections", 1)
-    p = check_real(p, "p")
-    if p < 1:
-        # Below 1, |a - b|^p is not a metric cost and the monotone coupling is not optimal.
-        raise ValueError(f"p must be >= 1, got {p}")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise TypeError(f"seed must be an int, got {type(seed).__name__}")
+    # Below 1, |a - b|^p is not a metric cost and the monotone coupling is not optimal.
+    p = check_real(p, "p", 1)
+    seed = check_int(seed, "seed")
 
     g = torch.Generator().manual_seed(seed)
     theta = torch.randn(x.shape[1], n_projections, generator=g, dtype=torch.float64)

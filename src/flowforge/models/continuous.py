@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ..distributions import StandardNormal
 from ..dynamics import CNF, SolverOptions
 from ..nets import TimeMLP
@@ -22,9 +22,7 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 
 
 def _activation(name: object) -> type[nn.Module]:
-    if name not in ACTIVATIONS:
-        raise ValueError(f"activation must be one of {', '.join(ACTIVATIONS)}, got {name!r}")
-    return ACTIVATIONS[name]
+    return ACTIVATIONS[check_choice(name, "activation", ACTIVATIONS)]
 
 
 def vector_field(
@@ -90,8 +88,7 @@ def ffjord(
     divergence unless told otherwise, e.g. ``model.sample(n, method="rk4", steps=8)``.
     """
     check_int(dim, "dim", 1)
-    if divergence not in ("exact", "hutchinson"):
-        raise ValueError(f"divergence must be 'exact' or 'hutchinson', got {divergence!r}")
+    check_choice(divergence, "divergence", ("exact", "hutchinson"))
     train_solver = SolverOptions(method, steps, rtol, atol, adjoint)
     return CNF(
         vector_field(dim, hidden, time_embedding, activation, context_dim),

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 from .. import transforms as T
-from .._checks import check_int
+from .._checks import check_choice, check_int
 from ..distributions import Flow, StandardNormal
 from .registry import register
 
@@ -36,12 +36,9 @@ def _coupling_flow(
     check_int(context_dim, "context_dim", 0)
     if dim < 2:
         raise ValueError(f"coupling flows split the features in two and need dim >= 2, got {dim}")
+    check_choice(mixing, "mixing", ("auto", "alternate", "permutation", "lu"))
     if mixing == "auto":
         mixing = "alternate" if dim == 2 else "permutation"
-    if mixing not in ("alternate", "permutation", "lu"):
-        raise ValueError(
-            f"mixing must be 'auto', 'alternate', 'permutation' or 'lu', got {mixing!r}"
-        )
     parts: list[T.Transform] = []
     for i in range(layers):
         if actnorm:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 
+from .._checks import check_choice
 from ..distributions import StandardNormal
 from ..dynamics import SolverOptions
 from ..matching import (
@@ -62,6 +63,7 @@ def flow_matching(
     ``rtol``/``atol``; pass solver options to go faster
     (``model.sample(n, method="euler", steps=8)``).
     """
+    check_choice(path, "path", PATHS)
     if path == "condot":
         p = AffinePath(CondOTScheduler(sigma_min))
     elif path == "cosine":
@@ -70,24 +72,20 @@ def flow_matching(
         p = AffinePath(PolynomialScheduler(exponent))
     elif path == "vp":
         p = AffinePath(VPScheduler())
-    elif path == "bridge":
-        p = SchrodingerBridgePath(sigma)
     else:
-        raise ValueError(f"path must be one of {', '.join(PATHS)}, got {path!r}")
+        p = SchrodingerBridgePath(sigma)
     couplings = {
         "independent": IndependentCoupling,
         "ot": OTCoupling,
         "sinkhorn": lambda: SinkhornCoupling(sigma),
     }
-    if coupling not in couplings:
-        raise ValueError(f"coupling must be one of {', '.join(couplings)}, got {coupling!r}")
+    check_choice(coupling, "coupling", couplings)
     samplers = {
         "uniform": lambda: UniformTime(shift, stratified),
         "logit-normal": lambda: LogitNormalTime(loc, scale, shift, stratified),
         "mode": lambda: ModeTime(mode_scale, shift, stratified),
     }
-    if time_sampler not in samplers:
-        raise ValueError(f"time_sampler must be one of {', '.join(samplers)}, got {time_sampler!r}")
+    check_choice(time_sampler, "time_sampler", samplers)
     return FlowMatching(
         vector_field(dim, hidden, time_embedding, activation, context_dim, zero_output=False),
         StandardNormal((dim,)),

@@ -6,7 +6,7 @@ import functools
 
 from .. import transforms as T
 from .._checks import check_int
-from ..dynamics import LOGDET_ESTIMATORS, LogDetOptions
+from ..estimators import LOGDET_ESTIMATORS, LogDetOptions
 from ..nets.lipschitz import LIPSWISH_BETA, LipSwish
 from ..transforms.residual import EVAL_LOGDET_ESTIMATED, EXACT_LOGDET_MAX_FEATURES
 from .discrete import Hidden, _flow, _hidden_option

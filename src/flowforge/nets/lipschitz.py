@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_int, is_real
+from .._checks import check_bool, check_int, check_positive
 from .mlp import _check_sizes
 
 #: The maximum slope of :math:`x \sigma(\beta x)` over all :math:`x` and :math:`\beta > 0`
@@ -36,12 +36,6 @@ SWISH_MAX_SLOPE = 1.1
 #: is :math:`\sim 1/\beta` wide; 16 (a bend of 0.06) learned fastest of 1, 4, 8 and 16 on every
 #: seed and budget measured (docs/benchmarks.md, residual flows), while staying smooth.
 LIPSWISH_BETA = 16.0
-
-
-def _check_coeff(coeff: object, name: str = "coeff") -> float:
-    if not (is_real(coeff) and coeff > 0):
-        raise ValueError(f"{name} must be a finite number > 0, got {coeff!r}")
-    return float(coeff)
 
 
 class SpectralLinear(nn.Module):
@@ -98,7 +92,7 @@ class SpectralLinear(nn.Module):
         check_int(out_features, "out_features", 1)
         self.in_features = in_features
         self.out_features = out_features
-        self.coeff = _check_coeff(coeff)
+        self.coeff = check_positive(coeff, "coeff")
         self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
         # nn.Linear's initialisation; never zero, since power iteration stalls on a zero weight.
         template = nn.Linear(in_features, out_features, bias=bias)
@@ -251,7 +245,7 @@ class LipSwish(nn.Module):
 
     def __init__(self, beta: float = LIPSWISH_BETA):
         super().__init__()
-        beta = _check_coeff(beta, "beta")
+        beta = check_positive(beta, "beta")
         # softplus's inverse, log(expm1(beta)), written so that it cannot overflow.
         self.raw_beta = nn.Parameter(torch.tensor(beta + math.log(-math.expm1(-beta))))
 
@@ -321,14 +315,11 @@ class LipschitzMLP(nn.Module):
         super().__init__()
         check_int(features, "features", 1)
         check_int(context_features, "context_features", 0)
-        if not isinstance(input_activation, bool):
-            raise TypeError(
-                f"input_activation must be True or False, got {type(input_activation).__name__}"
-            )
+        check_bool(input_activation, "input_activation")
         sizes = (features, *_check_sizes(hidden), features)
         self.features = features
         self.context_features = context_features
-        self.coeff = _check_coeff(coeff)
+        self.coeff = check_positive(coeff, "coeff")
         n_layers = len(sizes) - 1
         self.layer_coeff = self.coeff ** (1 / n_layers)
         self.linears = nn.ModuleList(

@@ -7,16 +7,16 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
+from .._checks import check_int
+
 
 def _check_sizes(hidden: Sequence[int]) -> tuple[int, ...]:
     sizes = tuple(hidden)
-    if not sizes or not all(
-        isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in sizes
-    ):
+    if not sizes:
         raise ValueError(
             f"hidden must be a non-empty sequence of positive integers, got {hidden!r}"
         )
-    return sizes
+    return tuple(check_int(h, f"hidden[{i}]", 1, "a positive int") for i, h in enumerate(sizes))
 
 
 class MLP(nn.Sequential):

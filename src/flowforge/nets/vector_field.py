@@ -9,6 +9,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from .mlp import _check_sizes
 
 TIME_EMBEDDINGS = ("concat", "sinusoidal", "film")
@@ -80,11 +81,7 @@ class TimeMLP(nn.Module):
         activation: type[nn.Module] = nn.SiLU,
     ):
         super().__init__()
-        if time_embedding not in TIME_EMBEDDINGS:
-            raise ValueError(
-                f"time_embedding must be one of {', '.join(TIME_EMBEDDINGS)}, "
-                f"got {time_embedding!r}"
-            )
+        check_choice(time_embedding, "time_embedding", TIME_EMBEDDINGS)
         sizes = _check_sizes(hidden)
         self.features = features
         self.time_embedding = time_embedding

@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from dataclasses import asdict, dataclass, fields
 
+from .._checks import check_bool, check_int, check_number, check_positive
+
 # The default warm-up is at most this many steps (5 % of the steps when fewer), as before.
 _WARMUP_CAP = 100
 # With a time limit the default warm-up also ends by this share of the budget.
@@ -75,66 +77,35 @@ class TrainConfig:
     progress: bool = True
 
     def __post_init__(self) -> None:
-        def need(ok: bool, name: str, what: str) -> None:
-            if not ok:
-                raise ValueError(f"{name} must be {what}, got {getattr(self, name)!r}")
-
-        def is_int(v: object) -> bool:
-            return isinstance(v, int) and not isinstance(v, bool)
-
-        def is_num(v: object) -> bool:
-            return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-
-        need(
-            (is_int(self.steps) and self.steps >= 1) or self.steps is None,
-            "steps",
-            "an integer >= 1 (or None with a time_limit)",
-        )
-        need(
-            self.time_limit is None or (is_num(self.time_limit) and self.time_limit > 0),
-            "time_limit",
-            "a positive number of seconds or None",
-        )
+        if self.steps is not None:
+            check_int(self.steps, "steps", 1, "an integer >= 1 (or None with a time_limit)")
+        if self.time_limit is not None:
+            check_positive(self.time_limit, "time_limit", "a positive number of seconds or None")
         if self.steps is None and self.time_limit is None:
             raise ValueError(
                 "steps=None (open-ended) needs a time_limit: give steps, time_limit or both"
             )
-        need(
-            self.eval_every == "auto" or (is_int(self.eval_every) and self.eval_every >= 0),
-            "eval_every",
-            "an integer >= 0 or 'auto'",
-        )
-        need(
-            self.patience is None or (is_int(self.patience) and self.patience >= 1),
-            "patience",
-            "an integer >= 1 or None",
-        )
-        need(is_int(self.batch_size) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        need(is_num(self.lr) and self.lr > 0, "lr", "a positive number")
-        need(is_num(self.weight_decay) and self.weight_decay >= 0, "weight_decay", "a number >= 0")
-        need(
-            self.warmup_steps is None or (is_int(self.warmup_steps) and self.warmup_steps >= 0),
-            "warmup_steps",
-            "an integer >= 0",
-        )
-        need(is_num(self.min_lr_ratio) and 0 <= self.min_lr_ratio <= 1, "min_lr_ratio", "in [0, 1]")
-        need(
-            self.grad_clip is None or (is_num(self.grad_clip) and self.grad_clip > 0),
-            "grad_clip",
-            "a positive number or None",
-        )
-        need(is_num(self.ema_decay) and 0 <= self.ema_decay < 1, "ema_decay", "in [0, 1)")
-        need(
-            is_int(self.checkpoint_every) and self.checkpoint_every >= 0,
-            "checkpoint_every",
-            "an integer >= 0",
-        )
+        if self.eval_every != "auto":
+            check_int(self.eval_every, "eval_every", 0, "an integer >= 0 or 'auto'")
+        if self.patience is not None:
+            check_int(self.patience, "patience", 1, "an integer >= 1 or None")
+        check_int(self.batch_size, "batch_size", 1, "an integer >= 1")
+        check_positive(self.lr, "lr")
+        check_number(self.weight_decay, "weight_decay", 0)
+        if self.warmup_steps is not None:
+            check_int(self.warmup_steps, "warmup_steps", 0, "an integer >= 0 or None")
+        check_number(self.min_lr_ratio, "min_lr_ratio", 0, 1)
+        if self.grad_clip is not None:
+            check_positive(self.grad_clip, "grad_clip", "a positive number or None")
+        check_number(self.ema_decay, "ema_decay", 0, below=1)
+        check_int(self.checkpoint_every, "checkpoint_every", 0, "an integer >= 0")
         for name in ("log_every", "eval_batch_size", "max_val_samples"):
-            need(is_int(getattr(self, name)) and getattr(self, name) >= 1, name, "an integer >= 1")
-        need(is_int(self.seed) and self.seed >= 0, "seed", "an integer >= 0")
-        need(isinstance(self.device, str) and bool(self.device), "device", "a device name")
-        need(isinstance(self.keep_best, bool), "keep_best", "true or false")
-        need(isinstance(self.progress, bool), "progress", "true or false")
+            check_int(getattr(self, name), name, 1, "an integer >= 1")
+        check_int(self.seed, "seed", 0, "an integer >= 0")
+        if not (isinstance(self.device, str) and self.device):
+            raise ValueError(f"device must be a device name, got {self.device!r}")
+        check_bool(self.keep_best, "keep_best")
+        check_bool(self.progress, "progress")
 
     @property
     def warmup(self) -> int:

@@ -17,7 +17,8 @@ from pathlib import Path
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-from .. import __version__, data
+from .. import data
+from .._version import __version__
 from ..distributions.model import Model
 from . import checkpoint as ckpt
 from .config import TrainConfig

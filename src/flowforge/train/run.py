@@ -16,7 +16,9 @@ from pathlib import Path
 
 import torch
 
-from .. import __version__, data, models
+from .. import data, models
+from .._checks import check_choice
+from .._version import __version__
 from ..distributions.model import Model
 from . import checkpoint as ckpt
 from .config import TrainConfig
@@ -267,8 +269,7 @@ def load_state_dict(
         ``(state_dict, loaded)``, ``loaded`` saying ``{"weights": "best" | "ema" | "last",
         "step": ...}`` (and the ``val_nll`` of the best).
     """
-    if weights not in ("best", "last"):
-        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+    check_choice(weights, "weights", ("best", "last"))
     best = ckpt.load_best(Path(run_dir)) if weights == "best" else None
     if best is not None:
         return best[0], {"weights": "best", "step": best[1], "val_nll": best[2]}
@@ -301,8 +302,7 @@ def load(
         >>> model, config = flowforge.train.load("runs/nsf")  # doctest: +SKIP
         >>> x = model.sample(1000)  # doctest: +SKIP
     """
-    if weights not in ("best", "last"):
-        raise ValueError(f"weights must be 'best' or 'last', got {weights!r}")
+    check_choice(weights, "weights", ("best", "last"))
     config = read_config(run_dir)
     model = build_model(config)
     chosen, config["loaded"] = load_state_dict(run_dir, weights=weights, ema=ema)

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_int, is_real
-from ..dynamics.logdet import LogDetOptions, as_logdet_options, residual_logdet
+from ..estimators import LogDetOptions, as_logdet_options, residual_logdet
 from ..nets.lipschitz import LipschitzMLP, LipSwish, frozen_power_iteration
 from .base import Transform, check_features
 
@@ -38,7 +38,7 @@ class ResidualBlock(Transform):
         \operatorname{tr}(J_g^k)
 
     is computed by the estimator of :attr:`logdet_options` (see
-    :func:`~flowforge.dynamics.residual_logdet`): ``train_logdet`` in training mode (default an
+    :func:`~flowforge.estimators.residual_logdet`): ``train_logdet`` in training mode (default an
     unbiased Russian-roulette estimate with the Neumann-series gradient) and ``eval_logdet`` in
     evaluation mode (default exact up to :data:`EXACT_LOGDET_MAX_FEATURES` features, an unbiased
     roulette estimate beyond). :attr:`ladj_is_exact` says which kind the current mode returns.

@@ -16,6 +16,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int, check_number, check_positive
+
 
 class Transformer(nn.Module):
     """A monotone scalar map :math:`y = \\tau(x; \\theta)` applied feature by feature.
@@ -69,9 +71,7 @@ class AffineTransformer(Transformer):
 
     def __init__(self, scale_bound: float = 3.0):
         super().__init__()
-        if not scale_bound > 0:
-            raise ValueError(f"scale_bound must be positive, got {scale_bound}")
-        self.scale_bound = float(scale_bound)
+        self.scale_bound = check_positive(scale_bound, "scale_bound")
 
     def _log_scale(self, raw: Tensor) -> Tensor:
         return self.scale_bound * torch.tanh(raw / self.scale_bound)
@@ -115,14 +115,11 @@ class RQSplineTransformer(Transformer):
         min_derivative: float = 1e-3,
     ):
         super().__init__()
-        if not isinstance(bins, int) or bins < 2:
-            raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-        if not bound > 0:
-            raise ValueError(f"bound must be positive, got {bound}")
+        check_int(bins, "bins", 2)
+        check_positive(bound, "bound")
         if not 0 < min_width * bins < 1 or not 0 < min_height * bins < 1:
             raise ValueError("min_width * bins and min_height * bins must lie in (0, 1)")
-        if not 0 < min_derivative < 1:
-            raise ValueError(f"min_derivative must lie in (0, 1), got {min_derivative}")
+        check_number(min_derivative, "min_derivative", above=0, below=1)
         self.bins = bins
         self.bound = float(bound)
         self.min_width = min_width

@@ -202,15 +202,6 @@ def note_if_empty(ax: Axes, batch: Batch) -> bool:
     return True
 
 
-def check_positive_int(value: object, name: str, minimum: int = 1) -> int:
-    """Check that ``value`` is an int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise TypeError(f"{name} must be an int >= {minimum}, got {type(value).__name__}")
-    if value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value}")
-    return value
-
-
 def check_bounds(bounds: object, name: str = "bounds") -> Bounds:
     """Check that ``bounds`` is ``(xmin, xmax, ymin, ymax)``, finite, with min < max."""
     try:

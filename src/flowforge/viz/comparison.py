@@ -13,6 +13,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .._checks import check_choice, check_int, is_real
 from ._common import (
     DATA_COLOR,
     SAMPLES_COLOR,
@@ -21,7 +22,6 @@ from ._common import (
     axis_name,
     check_bounds,
     check_columns,
-    check_positive_int,
     data_range,
     histogram2d,
     panel_title,
@@ -98,8 +98,7 @@ def plot_model_curves(
     """
     if not isinstance(records_by_model, Mapping) or not records_by_model:
         raise ValueError("records_by_model must map at least one model name to its records")
-    if x not in ("auto", "step", "time"):
-        raise ValueError(f"x must be 'auto', 'step' or 'time', got {x!r}")
+    check_choice(x, "x", ("auto", "step", "time"))
     names = list(records_by_model)
     records = {
         n: [r for r in records_by_model[n] if isinstance(r.get("step"), int | float)] for n in names
@@ -112,7 +111,7 @@ def plot_model_curves(
         raise ValueError("x='time' needs a 'time_s' in the records of every model")
 
     def series(name: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = [(float(r["step"]), float(r[key])) for r in records[name] if _number(r.get(key))]
+        rows = [(float(r["step"]), float(r[key])) for r in records[name] if is_real(r.get(key))]
         if not rows:
             return np.empty(0), np.empty(0)
         steps, values = (np.asarray(v) for v in zip(*rows, strict=True))
@@ -120,7 +119,7 @@ def plot_model_curves(
             clock = sorted(
                 (float(r["step"]), float(r["time_s"]))
                 for r in records[name]
-                if _number(r.get("time_s"))
+                if is_real(r.get("time_s"))
             )
             known_steps, known_times = zip(*clock, strict=True)
             # A step before the first logged one: time in proportion, from 0 at step 0.
@@ -160,10 +159,6 @@ def plot_model_curves(
     if title:
         fig.suptitle(title)
     return fig
-
-
-def _number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 def plot_density_grid(
@@ -210,7 +205,7 @@ def plot_density_grid(
     if not isinstance(log_probs, Mapping) or not log_probs:
         raise ValueError("log_probs must map at least one model name to its log-density")
     box = check_bounds(bounds)
-    resolution = check_positive_int(resolution, "resolution", minimum=2)
+    resolution = check_int(resolution, "resolution", 2)
     names = check_columns(columns, 2)
     grids: dict[str, np.ndarray] = {}
     for name, lp in log_probs.items():
@@ -301,8 +296,8 @@ def plot_pairs(
     """
     if not isinstance(samples_by_model, Mapping) or not samples_by_model:
         raise ValueError("samples_by_model must map at least one model name to its samples")
-    max_dims = check_positive_int(max_dims, "max_dims", minimum=2)
-    max_points = check_positive_int(max_points, "max_points")
+    max_dims = check_int(max_dims, "max_dims", 2)
+    max_points = check_int(max_points, "max_points", 1)
     d = prepare(data, "data", limit=max_points)
     if d.is_image or len(d.event_shape) != 1 or d.event_shape[0] < 2:
         raise ValueError(

@@ -10,12 +10,12 @@ import torch
 from matplotlib.figure import Figure
 from torch import Tensor
 
+from .._checks import check_int
 from ._common import (
     CMAP,
     Array,
     auto_bins,
     check_bounds,
-    check_positive_int,
     histogram2d,
     note_if_empty,
     panel_title,
@@ -90,7 +90,7 @@ def plot_density(
             f"log_prob_fn must be callable, (n, 2) -> (n,), got {type(log_prob_fn).__name__}"
         )
     box = check_bounds(bounds)
-    resolution = check_positive_int(resolution, "resolution", minimum=2)
+    resolution = check_int(resolution, "resolution", 2)
     d = None
     if data is not None:
         d = prepare(data, "data")
@@ -165,7 +165,7 @@ def log_density_grid(
             f"log_prob_fn must be callable, (n, 2) -> (n,), got {type(log_prob_fn).__name__}"
         )
     bounds = check_bounds(bounds)
-    resolution = check_positive_int(resolution, "resolution", minimum=2)
+    resolution = check_int(resolution, "resolution", 2)
     x0, x1, y0, y1 = bounds
     # Cell centres, so each value stands for the cell drawn around it by imshow's extent.
     xs = x0 + (np.arange(resolution) + 0.5) * (x1 - x0) / resolution

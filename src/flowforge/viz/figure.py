@@ -10,6 +10,8 @@ import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from .._checks import check_positive
+
 DEFAULT_DPI = 150
 """Resolution of raster output (PNG) in dots per inch: a 6-inch-wide figure is 900 pixels wide."""
 
@@ -78,8 +80,7 @@ def save_figure(fig: Figure, path: str | os.PathLike[str], *, dpi: float = DEFAU
             f"path must end in .png, .pdf or .svg (the suffix chooses the format), "
             f"got {str(path)!r}"
         )
-    if isinstance(dpi, bool) or not isinstance(dpi, (int, float)) or not dpi > 0:
-        raise ValueError(f"dpi must be a positive number, got {dpi!r}")
+    check_positive(dpi, "dpi")
     path.parent.mkdir(parents=True, exist_ok=True)
     # A hidden, unique name in the target folder: os.replace is only atomic within one file
     # system, and a leading dot keeps globs like "*.png" from picking up a partial file.

@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 from matplotlib.figure import Figure
 
-from ._common import Array, check_image_shape, check_positive_int, prepare, show_images
+from .._checks import check_int
+from ._common import Array, check_image_shape, prepare, show_images
 from .figure import new_figure
 
 
@@ -48,7 +49,7 @@ def plot_images(
     """
     batch = prepare(images, "images", check_image_shape(image_shape), images_only=True)
     n = batch.values.shape[0]
-    ncol = math.ceil(math.sqrt(max(n, 1))) if nrow is None else check_positive_int(nrow, "nrow")
+    ncol = math.ceil(math.sqrt(max(n, 1))) if nrow is None else check_int(nrow, "nrow", 1)
     ncol = min(ncol, max(n, 1))
     rows = max(1, math.ceil(n / ncol))
     _, _, h, w = batch.values.shape

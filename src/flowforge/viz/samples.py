@@ -10,6 +10,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from .._checks import check_int
 from ._common import (
     DATA_COLOR,
     SAMPLES_COLOR,
@@ -24,7 +25,6 @@ from ._common import (
     check_bounds,
     check_columns,
     check_image_shape,
-    check_positive_int,
     check_same_kind,
     data_range,
     dropped_note,
@@ -107,7 +107,7 @@ def plot_samples(
         >>> data = ff.data.checkerboard(20_000, seed=0)
         >>> fig = plot_samples(data + 0.1 * torch.randn_like(data), data, title="nsf")
     """
-    max_points = check_positive_int(max_points, "max_points")
+    max_points = check_int(max_points, "max_points", 1)
     shape = check_image_shape(image_shape)
     s = prepare(samples, "samples", shape, limit=max_points, image_limit=GRID_IMAGES)
     d = None
@@ -191,7 +191,7 @@ def plot_comparison(
         )
     if not samples_by_model:
         raise ValueError("samples_by_model must name at least one model, got an empty mapping")
-    max_points = check_positive_int(max_points, "max_points")
+    max_points = check_int(max_points, "max_points", 1)
     shape = check_image_shape(image_shape)
     inputs = [] if data is None else [("data", "data", data)]  # (panel label, argument, input)
     for name, samples in samples_by_model.items():
