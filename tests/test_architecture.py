@@ -25,6 +25,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "flowforge"
 LAYERS = (
     "_version",
     "_checks",
+    "_registry",
     "estimators",
     "nets",
     "transforms",
@@ -42,7 +43,7 @@ LAYERS = (
 
 #: What the estimators may import besides the standard library: they sit at the bottom so that
 #: residual transforms and continuous-time models can share them.
-ESTIMATOR_IMPORTS = ("torch", "flowforge._checks")
+ESTIMATOR_IMPORTS = ("torch", "flowforge._checks", "flowforge._registry")
 
 
 @dataclass(frozen=True)

@@ -153,7 +153,7 @@ class CNF(Model):
                 raise TypeError(f"{name} must be a SolverOptions, got {type(value).__name__}")
         self.solver = solver or SolverOptions()
         self.train_solver = train_solver or self.solver
-        self.train_divergence = check_choice(train_divergence, "train_divergence", DIVERGENCES)
+        self.train_divergence = DIVERGENCES.check(train_divergence, "train_divergence")
         self.probe = check_choice(probe, "probe", PROBES)
         self.kinetic = check_number(kinetic, "kinetic", 0)
         self.jacobian = check_number(jacobian, "jacobian", 0)
@@ -169,7 +169,7 @@ class CNF(Model):
         """
         self._check_solver(solver)
         solver = dict(solver)
-        divergence = check_choice(solver.pop("divergence", "exact"), "divergence", DIVERGENCES)
+        divergence = DIVERGENCES.check(solver.pop("divergence", "exact"))
         if "steps" in solver and "method" not in solver:
             solver["method"] = "euler"
         if solver.get("method") in ADAPTIVE and "steps" not in solver:

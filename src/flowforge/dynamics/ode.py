@@ -8,14 +8,18 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_bool, check_choice, check_int, check_positive
+from .._checks import check_bool, check_int, check_positive
+from .._registry import Registry
 from .nfe import NFECounter
 
 FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
-# flowforge's names for torchdiffeq's solvers, where they differ.
-_TORCHDIFFEQ_NAMES = {"heun": "heun2"}
 ADAPTIVE = ("dopri5",)
-METHODS = FIXED_STEP + ADAPTIVE
+#: The solver methods by flowforge's name: torchdiffeq's name for each (they differ for
+#: ``heun``, torchdiffeq's ``heun2``).
+METHODS: Registry[str] = Registry("method")
+for _name in FIXED_STEP + ADAPTIVE:
+    METHODS.register(_name, {"heun": "heun2"}.get(_name, _name))
+del _name
 
 State = Tensor | tuple[Tensor, ...]
 
@@ -42,7 +46,7 @@ class SolverOptions:
     adjoint: bool = False
 
     def __post_init__(self) -> None:
-        check_choice(self.method, "method", METHODS)
+        METHODS.check(self.method)
         if self.method in FIXED_STEP:
             steps = f"an int >= 1 for the fixed-step method {self.method!r}"
             if self.steps is None:  # missing rather than of a wrong type
@@ -122,7 +126,7 @@ def integrate(
             func,
             x,
             t,
-            method=_TORCHDIFFEQ_NAMES.get(options.method, options.method),
+            method=METHODS[options.method],
             rtol=options.rtol,
             atol=options.atol,
             **extra,

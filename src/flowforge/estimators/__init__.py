@@ -4,7 +4,7 @@ Probes (:func:`probe`), the divergence of a vector field (exact, or Hutchinson's
 continuous normalizing flows and flow matching, and the log-determinant of a residual map
 :math:`x \mapsto x + g(x)` (exact, power series, Russian roulette, with the Neumann-series
 gradient) for residual flows: one place (STYLE.md rule 6), at the bottom of the package. This
-layer imports only torch and :mod:`flowforge._checks`.
+layer imports only torch, :mod:`flowforge._checks` and :mod:`flowforge._registry`.
 """
 
 from .divergence import (

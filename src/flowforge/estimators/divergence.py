@@ -12,6 +12,8 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
+from .._registry import Registry
+
 
 def divergence_exact(v: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
     r"""Exact divergence :math:`\nabla\cdot v = \mathrm{tr}(\partial v / \partial x)`, ``(B,)``.
@@ -139,12 +141,15 @@ def _check(v: Tensor, x: Tensor) -> tuple[int, int]:
     return x.shape[0], x.shape[1]
 
 
-DIVERGENCES = ("exact", "hutchinson")
+#: The divergence estimators by name: ``exact`` ``(v, x, create_graph)`` and ``hutchinson``
+#: ``(v, x, noise, create_graph)``.
+DIVERGENCES: Registry[Callable[..., Tensor]] = Registry("divergence")
+DIVERGENCES.register("exact", divergence_exact)
+DIVERGENCES.register("hutchinson", divergence_hutchinson)
 
 
 def _method(method: str, noise: Tensor | None) -> str:
-    if method not in DIVERGENCES:
-        raise ValueError(f"divergence method must be 'exact' or 'hutchinson', got {method!r}")
+    method = DIVERGENCES.check(method, "method")
     if method == "hutchinson" and noise is None:
         raise ValueError("method='hutchinson' needs a probe: pass noise=probe(x)")
     return method

@@ -10,7 +10,7 @@ Built as composition (DESIGN.md): ``scheduler(t)`` gives the path's coefficients
 from .couplings import COUPLINGS, Coupling, IndependentCoupling, OTCoupling, SinkhornCoupling
 from .loss import cfm_loss
 from .model import FlowMatching
-from .paths import PARAMETERIZATIONS, AffinePath, PathSample, SchrodingerBridgePath
+from .paths import PARAMETERIZATIONS, PATHS, AffinePath, PathSample, SchrodingerBridgePath
 from .schedulers import (
     SCHEDULERS,
     CondOTScheduler,
@@ -25,6 +25,7 @@ from .time import TIME_SAMPLERS, LogitNormalTime, ModeTime, TimeSampler, Uniform
 __all__ = [
     "COUPLINGS",
     "PARAMETERIZATIONS",
+    "PATHS",
     "SCHEDULERS",
     "TIME_SAMPLERS",
     "AffinePath",

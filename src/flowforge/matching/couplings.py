@@ -8,13 +8,14 @@ goes with the Schrödinger-bridge path. The transport problems are solved by POT
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from .._checks import check_positive
-
-COUPLINGS = ("independent", "ot", "sinkhorn")
+from .._registry import Registry
 
 
 class Coupling:
@@ -164,3 +165,23 @@ def _check_pair(x0: Tensor, x1: Tensor) -> None:
 
 def _distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+#: Couplings by name, for recipes that choose one by name. Each builder takes the recipe's
+#: coupling options by keyword (``sigma``) and uses only its own.
+COUPLINGS: Registry[Callable[..., Coupling]] = Registry("coupling")
+
+
+@COUPLINGS.register("independent")
+def _independent(**_: object) -> IndependentCoupling:
+    return IndependentCoupling()
+
+
+@COUPLINGS.register("ot")
+def _ot(**_: object) -> OTCoupling:
+    return OTCoupling()
+
+
+@COUPLINGS.register("sinkhorn")
+def _sinkhorn(*, sigma: float, **_: object) -> SinkhornCoupling:
+    return SinkhornCoupling(sigma)

@@ -3,13 +3,15 @@ their conditional velocities :math:`\dot x_t`, the regression targets of flow ma
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from .._checks import check_choice, check_positive
-from .schedulers import CondOTScheduler, Scheduler
+from .._registry import Registry
+from .schedulers import SCHEDULERS, CondOTScheduler, Scheduler
 
 PARAMETERIZATIONS = ("velocity", "x1", "epsilon")
 
@@ -160,3 +162,34 @@ class SchrodingerBridgePath:
 
     def __repr__(self) -> str:
         return f"SchrodingerBridgePath(sigma={self.sigma})"
+
+
+#: Paths by name, for recipes that choose one by name. Each builder takes the recipe's path
+#: options by keyword (``sigma_min``, ``exponent``, ``sigma``) and uses only its own, so one
+#: call serves every name; the affine ones take their scheduler from ``SCHEDULERS``.
+PATHS: Registry[Callable[..., AffinePath | SchrodingerBridgePath]] = Registry("path")
+
+
+@PATHS.register("condot")
+def _condot(*, sigma_min: float, **_: object) -> AffinePath:
+    return AffinePath(SCHEDULERS["condot"](sigma_min))
+
+
+@PATHS.register("cosine")
+def _cosine(**_: object) -> AffinePath:
+    return AffinePath(SCHEDULERS["cosine"]())
+
+
+@PATHS.register("polynomial")
+def _polynomial(*, exponent: float, **_: object) -> AffinePath:
+    return AffinePath(SCHEDULERS["polynomial"](exponent))
+
+
+@PATHS.register("vp")
+def _vp(**_: object) -> AffinePath:
+    return AffinePath(SCHEDULERS["vp"]())
+
+
+@PATHS.register("bridge")
+def _bridge(*, sigma: float, **_: object) -> SchrodingerBridgePath:
+    return SchrodingerBridgePath(sigma)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_number, check_positive
+from .._registry import Registry
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ class VPScheduler(Scheduler):
         return SchedulerOutput(alpha, sigma, d_alpha, d_sigma)
 
 
-SCHEDULERS: dict[str, type[Scheduler]] = {
-    s.name: s for s in (CondOTScheduler, CosineScheduler, PolynomialScheduler, VPScheduler)
-}
+#: The schedulers by name (each class's ``name``).
+SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler")
+for _cls in (CondOTScheduler, CosineScheduler, PolynomialScheduler, VPScheduler):
+    SCHEDULERS.register(_cls.name, _cls)
+del _cls

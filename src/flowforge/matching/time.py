@@ -9,13 +9,13 @@ mass towards the noise (``shift > 1``) or the data (``shift < 1``).
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_number, check_positive
-
-TIME_SAMPLERS = ("uniform", "logit-normal", "mode")
+from .._registry import Registry
 
 
 class TimeSampler:
@@ -126,3 +126,26 @@ class ModeTime(TimeSampler):
     def _draw(self, n, device, dtype, generator) -> Tensor:
         u = self._uniform(n, device, dtype, generator)
         return u + self.scale * (torch.cos(0.5 * math.pi * u) ** 2 - 1.0 + u)
+
+
+#: Time samplers by name, for recipes that choose one by name. Each builder takes the
+#: recipe's options by keyword (``loc``, ``scale``, ``mode_scale``, ``shift``,
+#: ``stratified``) and uses only its own.
+TIME_SAMPLERS: Registry[Callable[..., TimeSampler]] = Registry("time_sampler")
+
+
+@TIME_SAMPLERS.register("uniform")
+def _uniform(*, shift: float, stratified: bool, **_: object) -> UniformTime:
+    return UniformTime(shift, stratified)
+
+
+@TIME_SAMPLERS.register("logit-normal")
+def _logit_normal(
+    *, loc: float, scale: float, shift: float, stratified: bool, **_: object
+) -> LogitNormalTime:
+    return LogitNormalTime(loc, scale, shift, stratified)
+
+
+@TIME_SAMPLERS.register("mode")
+def _mode(*, mode_scale: float, shift: float, stratified: bool, **_: object) -> ModeTime:
+    return ModeTime(mode_scale, shift, stratified)

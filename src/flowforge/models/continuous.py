@@ -4,25 +4,26 @@ from __future__ import annotations
 
 from torch import nn
 
-from .._checks import check_choice, check_int
+from .._checks import check_int
+from .._registry import Registry
 from ..distributions import StandardNormal
 from ..dynamics import CNF, SolverOptions
+from ..estimators import DIVERGENCES
 from ..nets import TimeMLP
 from .discrete import Hidden, _hidden_option
 from .registry import register
 
 #: Activations a vector field may use, by name; all smooth (or nearly), which keeps
 #: adaptive solvers cheap.
-ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "tanh": nn.Tanh,
-    "softplus": nn.Softplus,
-    "silu": nn.SiLU,
-    "elu": nn.ELU,
-}
+ACTIVATIONS: Registry[type[nn.Module]] = Registry("activation")
+ACTIVATIONS.register("tanh", nn.Tanh)
+ACTIVATIONS.register("softplus", nn.Softplus)
+ACTIVATIONS.register("silu", nn.SiLU)
+ACTIVATIONS.register("elu", nn.ELU)
 
 
 def _activation(name: object) -> type[nn.Module]:
-    return ACTIVATIONS[check_choice(name, "activation", ACTIVATIONS)]
+    return ACTIVATIONS[name]
 
 
 def vector_field(
@@ -88,7 +89,7 @@ def ffjord(
     divergence unless told otherwise, e.g. ``model.sample(n, method="rk4", steps=8)``.
     """
     check_int(dim, "dim", 1)
-    check_choice(divergence, "divergence", ("exact", "hutchinson"))
+    DIVERGENCES.check(divergence)
     train_solver = SolverOptions(method, steps, rtol, atol, adjoint)
     return CNF(
         vector_field(dim, hidden, time_embedding, activation, context_dim),

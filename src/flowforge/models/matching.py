@@ -5,28 +5,11 @@ from __future__ import annotations
 
 import inspect
 
-from .._checks import check_choice
 from ..distributions import StandardNormal
 from ..dynamics import SolverOptions
-from ..matching import (
-    AffinePath,
-    CondOTScheduler,
-    CosineScheduler,
-    FlowMatching,
-    IndependentCoupling,
-    LogitNormalTime,
-    ModeTime,
-    OTCoupling,
-    PolynomialScheduler,
-    SchrodingerBridgePath,
-    SinkhornCoupling,
-    UniformTime,
-    VPScheduler,
-)
+from ..matching import COUPLINGS, PATHS, TIME_SAMPLERS, FlowMatching
 from .continuous import Hidden, vector_field
 from .registry import register
-
-PATHS = ("condot", "cosine", "polynomial", "vp", "bridge")
 
 
 def flow_matching(
@@ -63,35 +46,17 @@ def flow_matching(
     ``rtol``/``atol``; pass solver options to go faster
     (``model.sample(n, method="euler", steps=8)``).
     """
-    check_choice(path, "path", PATHS)
-    if path == "condot":
-        p = AffinePath(CondOTScheduler(sigma_min))
-    elif path == "cosine":
-        p = AffinePath(CosineScheduler())
-    elif path == "polynomial":
-        p = AffinePath(PolynomialScheduler(exponent))
-    elif path == "vp":
-        p = AffinePath(VPScheduler())
-    else:
-        p = SchrodingerBridgePath(sigma)
-    couplings = {
-        "independent": IndependentCoupling,
-        "ot": OTCoupling,
-        "sinkhorn": lambda: SinkhornCoupling(sigma),
-    }
-    check_choice(coupling, "coupling", couplings)
-    samplers = {
-        "uniform": lambda: UniformTime(shift, stratified),
-        "logit-normal": lambda: LogitNormalTime(loc, scale, shift, stratified),
-        "mode": lambda: ModeTime(mode_scale, shift, stratified),
-    }
-    check_choice(time_sampler, "time_sampler", samplers)
+    p = PATHS[path](sigma_min=sigma_min, exponent=exponent, sigma=sigma)
+    build_coupling = COUPLINGS[coupling]
+    build_times = TIME_SAMPLERS[time_sampler]
     return FlowMatching(
         vector_field(dim, hidden, time_embedding, activation, context_dim, zero_output=False),
         StandardNormal((dim,)),
         path=p,
-        coupling=couplings[coupling](),
-        time_sampler=samplers[time_sampler](),
+        coupling=build_coupling(sigma=sigma),
+        time_sampler=build_times(
+            loc=loc, scale=scale, mode_scale=mode_scale, shift=shift, stratified=stratified
+        ),
         context_dim=context_dim,
         solver=SolverOptions("dopri5", None, rtol, atol),
     )
