@@ -871,14 +871,9 @@ def main(argv: list[str] | None = None) -> None:
 
     report = {
         "config": {
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "schedule": args.schedule,
+            **_budget(args),
             "lr_warmup_steps": args.warmup if args.schedule == "cosine" else 0,
             "eval_every": args.eval_every,
-            "seeds": args.seed_list,
-            "test_size": args.test_size,
             "test_seed": TEST_SEED,
             **{
                 k: list(v) if isinstance(v, tuple) else v
@@ -906,6 +901,16 @@ def main(argv: list[str] | None = None) -> None:
         plot_curves(runs, args.out.with_suffix(".png"))
 
 
+def _budget(args: argparse.Namespace) -> dict[str, Any]:
+    """The training budget and evaluation size both reports record."""
+    keys = ("steps", "batch_size", "lr", "schedule")
+    return {
+        **{k: getattr(args, k) for k in keys},
+        "seeds": args.seed_list,
+        "test_size": args.test_size,
+    }
+
+
 def screen_report(
     args: argparse.Namespace,
     arch: Architecture,
@@ -922,12 +927,7 @@ def screen_report(
         print(f"{lib}: median test NLL {medians[lib]:.4f} (per seed: {per_seed})")
     report = {
         "config": {
-            "steps": args.steps,
-            "batch_size": args.batch_size,
-            "lr": args.lr,
-            "schedule": args.schedule,
-            "seeds": args.seed_list,
-            "test_size": args.test_size,
+            **_budget(args),
             "layer_coeff": arch.layer_coeff,
             "normflows_layer_coeff": arch.normflows_coeff,
             "flowforge_options": dict(arch.flowforge_options),

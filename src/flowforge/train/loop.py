@@ -288,7 +288,8 @@ def train(
                         ckpt.save_best(run_dir, step, val_value, evaluated.state_dict())
                 else:
                     bad += 1
-            if config.patience is not None and any_true(bad >= config.patience, info):
+            # ``bad`` changes only at a validation, so only then is the collective worth it.
+            if evaluate and config.patience is not None and any_true(bad >= config.patience, info):
                 reasons.add("early_stop")
             reason = next((r for r in STOP_REASONS if r in reasons), None)
             if reason is not None:
