@@ -37,6 +37,7 @@ LAYERS = (
     "metrics",
     "train",
     "viz",
+    "compare",
     "cli",
     "flowforge",
 )

@@ -16,6 +16,7 @@ from flowforge._checks import (
 )
 from flowforge.distributions import DiagNormal
 from flowforge.dynamics import SolverOptions
+from flowforge.estimators import LogDetOptions, probe
 from flowforge.matching import (
     LogitNormalTime,
     ModeTime,
@@ -23,7 +24,9 @@ from flowforge.matching import (
     SinkhornCoupling,
     VPScheduler,
 )
-from flowforge.transforms import RQSplineTransformer
+from flowforge.models import create
+from flowforge.nets.lipschitz import lipschitz_estimate
+from flowforge.transforms import ResidualBlock, RQSplineTransformer
 from flowforge.viz.figure import save_figure
 
 
@@ -123,10 +126,51 @@ def test_check_choice():
         lambda: VPScheduler(True, 20.0),
         lambda: DiagNormal((2,), scale=True),
         lambda: RQSplineTransformer(bound=True),
+        lambda: LogDetOptions("roulette", p=True),
+        lambda: LogDetOptions("roulette", lam=True),
+        lambda: LogDetOptions("series", order=True),
+        lambda: ResidualBlock(2, hidden=(4,), coeff=True),
+        lambda: ResidualBlock(2, hidden=(4,), tol=True),
+        lambda: lipschitz_estimate(lambda x: x, torch.zeros(2, 2), lr=True),
     ],
 )
 def test_true_is_not_a_number_anywhere(make):
     with pytest.raises((TypeError, ValueError), match=r"must be"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: LogDetOptions("roulette", shared=1),
+        lambda: LogDetOptions("roulette", neumann_grad="yes"),
+        lambda: create("resflow", dim=2, neumann_grad=1),
+        lambda: create("resflow", dim=2, actnorm="no"),
+    ],
+)
+def test_flags_must_be_bools(make):
+    with pytest.raises(TypeError, match=r"must be True or False"):
+        make()
+
+
+# -- every "must be one of" error comes from check_choice: one message, with did-you-mean ------
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: LogDetOptions("seris"), "estimator must be one of exact, series, roulette"),
+        (lambda: LogDetOptions("roulette", distribution="geometrc"), "distribution must be one"),
+        (lambda: LogDetOptions("roulette", probe="rademaker"), "probe must be one of"),
+        (lambda: probe(torch.zeros(2, 2), "gausian"), "probe kind must be one of"),
+        (lambda: ResidualBlock(2, hidden=(4,), train_logdet="rouette"), "estimator must be one"),
+        (lambda: create("resflow", dim=2, estimator="serie"), "estimator must be one of"),
+        (lambda: create("resflow", dim=2, eval_estimator="exactt"), "eval_estimator must be"),
+        (lambda: SolverOptions("eulr", steps=2), "method must be one of euler"),
+    ],
+)
+def test_misspelled_names_get_one_message_with_a_hint(make, message):
+    with pytest.raises(ValueError, match=rf"^{message}.*; got '\w+'; did you mean '\w+'\?$"):
         make()
 
 

@@ -234,7 +234,7 @@ def test_train_on_a_user_csv_with_a_toml_config(tmp_path, capsys):
                 "--out",
                 "{tmp}/r",
             ],
-            "unknown data option(s) n_trian; valid: image, key, n_test",
+            "unknown data option(s) n_trian; valid: image, key, label, n_test",
         ),
         (["compare", "--models", "nsf,bogus", "--out", "{tmp}/c"], "unknown model 'bogus'"),
     ],
@@ -415,7 +415,7 @@ def test_recipe_training_defaults_yield_to_config_and_flags():
 
 
 def test_compare_reports_per_model_settings(tmp_path):
-    from flowforge.cli.report import compare
+    from flowforge.compare import Comparison, Evaluation, run
     from flowforge.train import TrainConfig
 
     base = dict(steps=20, batch_size=64, eval_every=0, checkpoint_every=0, progress=False)
@@ -424,15 +424,17 @@ def test_compare_reports_per_model_settings(tmp_path):
         "realnvp": TrainConfig(**base),
         "maf": TrainConfig(**base, lr=3e-3),
     }
-    report = compare(list(configs), "checkerboard", {}, configs, tmp_path / "c", n_samples=200)
-    text = report.read_text()
+    comparison = Comparison(
+        tuple(configs), "checkerboard", configs, evaluation=Evaluation(samples=200)
+    )
+    text = run(comparison, tmp_path / "c").report.read_text()
     assert "**Budget: equal steps.** Every model trained for 20 optimiser steps of batch 64" in text
     assert "Shared settings: AdamW, lr 0.001" in text
     assert "recipe sets its own training defaults (`flowforge models`): maf: lr 0.003." in text
     results = json.loads((tmp_path / "c" / "results.json").read_text())
     assert [r["train"]["lr"] for r in results["results"]] == [1e-3, 1e-3, 3e-3]
     with pytest.raises(ValueError, match="no training config for nsf"):
-        compare(["nsf"], "checkerboard", {}, configs, tmp_path / "d")
+        Comparison(("nsf",), "checkerboard", configs)
 
 
 @pytest.mark.slow

@@ -12,9 +12,16 @@ import torch
 
 from flowforge import metrics, viz
 from flowforge.cli import build_parser
-from flowforge.cli.commands import compare_train_table
-from flowforge.cli.options import train_options
-from flowforge.cli.report import BUDGETS, Evaluation, best_marks, compare, model_styles
+from flowforge.cli.commands import compare_train
+from flowforge.compare import (
+    BUDGETS,
+    Comparison,
+    Evaluation,
+    best_marks,
+    model_styles,
+    run,
+    train_configs,
+)
 from flowforge.train import TrainConfig
 from flowforge.viz import save_figure
 
@@ -35,9 +42,10 @@ def timed_report(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(viz, "save_figure", keep)
-        report = compare(
-            ["nice", "maf"], "checkerboard", SMALL_DATA, cfg, out, evaluation=TINY_EVAL
+        comparison = Comparison(
+            ("nice", "maf"), "checkerboard", cfg, SMALL_DATA, evaluation=TINY_EVAL
         )
+        report = run(comparison, out).report
     FIGURES.update(figures)
     return out, report.read_text(), json.loads((out / "results.json").read_text())
 
@@ -139,7 +147,7 @@ def _row(model: str, nll: float, stderr: float, energy: float, energy_se: float)
 
 def test_tied_values_are_all_marked_in_the_table():
     from flowforge import data
-    from flowforge.cli.markdown import markdown
+    from flowforge.compare.markdown import markdown
 
     dataset = data.load("checkerboard", n_train=100, n_val=10, n_test=100)
     cfg = TrainConfig(steps=10)
@@ -168,9 +176,10 @@ def test_budget_flags_choose_equal_time_or_equal_steps():
     parse = build_parser().parse_args
     quick = BUDGETS["quick"]
 
-    def config(*argv, table=None):
+    def config(*argv, table=None, model="nsf"):
         args = parse(["compare", "--out", "x", *argv])
-        return train_options(compare_train_table(BUDGETS[args.budget], table or {}, args), args)
+        budget = BUDGETS[args.budget]
+        return train_configs([model], budget, compare_train(table or {}, args))[model]
 
     default = config()
     assert default.time_limit == quick.time_limit and default.steps is None
@@ -183,9 +192,12 @@ def test_budget_flags_choose_equal_time_or_equal_steps():
     assert config("--time-limit", "3").time_limit == 3.0
     assert config(table={"steps": 100}).time_limit is None
     # Recipes keep their own training defaults (resflow's lr) inside the budget.
-    args = parse(["compare", "--out", "x"])
-    resflow = train_options(compare_train_table(quick, {}, args), args, "resflow")
+    resflow = config(model="resflow")
     assert resflow.lr == 1e-2 and resflow.time_limit == quick.time_limit
+    assert config("--lr", "3e-3", model="resflow").lr == 3e-3  # a flag applies to every model
+    assert (
+        config("--patience", "0").patience is None and config("--grad-clip", "0").grad_clip is None
+    )
 
 
 def test_style_map_follows_the_registry():
@@ -226,8 +238,8 @@ def test_compare_on_a_four_column_csv_draws_pairs_with_its_column_names(tmp_path
     monkeypatch.setattr(viz, "save_figure", lambda fig, path, **k: figures.update({path.name: fig}))
     cfg = TrainConfig(steps=5, batch_size=32, eval_every=0, checkpoint_every=0, progress=False)
     ev = Evaluation(samples=100, distance_points=50, exact_w2=False)
-    report = compare(["nice"], str(tmp_path / "people.csv"), {}, cfg, tmp_path / "c", evaluation=ev)
-    text = report.read_text()
+    comparison = Comparison(("nice",), str(tmp_path / "people.csv"), cfg, evaluation=ev)
+    text = run(comparison, tmp_path / "c").report.read_text()
     assert sorted(figures) == ["curves.png", "samples.png"]  # no density image for 4-D data
     pairs = figures["samples.png"].axes
     assert len(pairs) == 6 and (pairs[0].get_xlabel(), pairs[0].get_ylabel()) == ("age", "height")
@@ -247,3 +259,98 @@ def test_evaluation_settings_are_checked():
     quick, thorough = BUDGETS["quick"].evaluation, BUDGETS["thorough"].evaluation
     assert quick.test_points == 5000 and not quick.exact_w2 and quick.density_resolution == 64
     assert thorough == Evaluation()  # everything, in full
+
+
+# -- the Python entry point ------------------------------------------------------------------------
+
+_TIMINGS = ("seconds", "train_seconds", "eval_seconds", "log_prob_seconds", "sample_seconds")
+
+
+def _untimed(value):
+    """``value`` (results.json or report.md) with its wall-clock times masked."""
+    if isinstance(value, str):
+        value = re.sub(r"(\d+ min )?\d+(\.\d+)? s\b", "T s", value)
+        return re.sub(r"\| [\d.]+ \| [\d.]+ \|$", "| T | T |", value, flags=re.M)
+    if isinstance(value, dict):
+        return {
+            k: "T" if k in _TIMINGS or k.endswith("_seconds") else _untimed(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [_untimed(v) for v in value]
+    return value
+
+
+def test_python_compare_matches_the_command_line(tmp_path, capsys):
+    import flowforge as ff
+    from flowforge.cli import main
+
+    config = tmp_path / "small.toml"  # compare takes data options from a [data] table
+    config.write_text("[data]\n" + "".join(f"{k} = {v}\n" for k, v in SMALL_DATA.items()))
+    argv = ["compare", "--models", "nice,maf", "--steps", "12", "--batch-size", "64"]
+    argv += ["--samples", "200", "--no-progress", "--config", str(config)]
+    argv += ["--out", str(tmp_path / "cli")]
+    assert main(argv) == 0
+    cli_out = capsys.readouterr().out
+    result = ff.compare.compare(
+        models=["nice", "maf"],
+        data="checkerboard",
+        budget="quick",
+        out=tmp_path / "py",
+        train={"steps": 12, "batch_size": 64, "progress": False},
+        data_options=SMALL_DATA,
+        samples=200,
+    )
+    py_out = capsys.readouterr().out
+    # The same progress lines (the CLI adds where the report went).
+    assert cli_out.splitlines()[-1] == f"report written to {tmp_path / 'cli' / 'report.md'}"
+    lines = [_untimed(line) for line in py_out.splitlines()]
+    assert lines == [_untimed(line) for line in cli_out.splitlines()[:-1]]
+    assert lines[0] == "[1/2] nice: training for 12 steps" and len(lines) == 4
+    assert lines[1].startswith("[1/2] nice: 12 steps in T s (step limit), test NLL ")
+    # The same files, numbers and report, but for the seconds things took.
+    files = {
+        d: sorted(p.relative_to(tmp_path / d) for p in (tmp_path / d).rglob("*"))
+        for d in ("cli", "py")
+    }
+    assert files["cli"] == files["py"] and Path("runs/maf/config.json") in files["py"]
+    cli_results = json.loads((tmp_path / "cli" / "results.json").read_text())
+    written = json.loads((tmp_path / "py" / "results.json").read_text())
+    assert json.loads(json.dumps(result.results)) == written  # what it returns, it wrote
+    assert _untimed(cli_results) == _untimed(written)
+    assert _untimed((tmp_path / "cli" / "report.md").read_text()) == _untimed(
+        result.report.read_text()
+    )
+    # The ranking it returns is the report's.
+    by_nll = sorted(cli_results["results"], key=lambda r: r["nll_nats"])
+    assert result.ranking == [r["model"] for r in by_nll]
+    assert [r["nll_nats"] for r in result.ranked()] == [r["nll_nats"] for r in by_nll]
+    assert f"| 1 | {result.ranking[0]} |" in result.report.read_text()
+    assert result.results["budget"] == "quick" and result.rows[0]["steps"] == 12
+
+
+def test_python_compare_checks_its_arguments(tmp_path):
+    from flowforge.compare import compare, plan
+
+    with pytest.raises(ValueError, match="unknown model 'nsff'"):
+        compare(["nice", "nsff"], out=tmp_path / "a")
+    with pytest.raises(TypeError, match="models must be a list of model names"):
+        plan("nice,maf")
+    with pytest.raises(ValueError, match="budget must be one of quick, thorough; got 'quik'"):
+        plan(["nice"], budget="quik")
+    with pytest.raises(ValueError, match="each model once, got nice more than once"):
+        plan(["nice", "maf", "nice"])
+    with pytest.raises(ValueError, match="unknown training option"):
+        plan(["nice"], train={"step": 10})
+    with pytest.raises(ValueError, match="samples must be an int >= 2, got 1"):
+        plan(["nice"], samples=1)
+    assert not (tmp_path / "a").exists()  # nothing trained
+    # The quick preset, each recipe's defaults beneath it, the flags' settings above both.
+    quick = plan(["nice", "fm"], train={"batch_size": 32})
+    assert quick.config("fm").lr == 1e-2 and quick.config("nice").lr == 1e-3
+    assert quick.config("nice").time_limit == BUDGETS["quick"].time_limit
+    assert {c.batch_size for c in quick.train.values()} == {32}
+    assert quick.evaluation == BUDGETS["quick"].evaluation and quick.budget == "quick"
+    steps = plan(["nice"], budget="thorough", train={"steps": 50}, samples=300)
+    assert (steps.config("nice").steps, steps.config("nice").time_limit) == (50, None)
+    assert steps.evaluation.samples == 300 and steps.evaluation.exact_w2

@@ -768,3 +768,93 @@ def test_standardize_names_the_wrapped_model_in_solver_errors():
     cnf = Standardize(ff.models.create("fm", dim=2, hidden=(8,)), MEAN, STD)
     with pytest.raises(TypeError, match=r"unknown solver option 'order'; FlowMatching takes"):
         cnf.sample(3, order=2)
+
+
+# -- labels ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "k"),
+    [
+        ("8gaussians", 8),
+        ("2spirals", 2),
+        ("pinwheel", 5),
+        ("rings", 4),
+        ("moons", 2),
+        ("circles", 2),
+    ],
+)
+def test_labelled_toy_datasets_keep_their_points(name, k):
+    ds = ff.data.load(name, n_train=500, n_val=50, n_test=50, seed=2)
+    assert ds.num_classes == k and set(ds.labels) == {"train", "val", "test"}
+    assert ds.labels["train"].dtype == torch.int64 and set(ds.labels["train"].tolist()) == set(
+        range(k)
+    )
+    # The same points as the plain sampler draws: adding labels moved no number.
+    plain = ff.data.TOY_DENSITIES[name].sample(500, seed=6)
+    torch.testing.assert_close(ds.train, plain, rtol=0, atol=0)
+
+
+def test_the_eight_gaussians_label_is_the_component():
+    ds = ff.data.load("8gaussians", n_train=2000, n_val=10, n_test=10)
+    angle = torch.atan2(ds.train[:, 1], ds.train[:, 0]) % (2 * math.pi)
+    nearest = torch.round(angle / (math.pi / 4)).long() % 8
+    assert (nearest == ds.labels["train"]).double().mean() > 0.99
+
+
+def test_unlabelled_built_ins_and_digits():
+    assert ff.data.load("checkerboard", n_train=10, n_val=3, n_test=3).labels is None
+    digits = ff.data.load("digits")
+    assert digits.num_classes == 10 and digits.labels["test"].shape == (447,)
+
+
+def test_a_csv_label_column_is_split_with_its_rows(tmp_path):
+    path = tmp_path / "t.csv"
+    rows = [f"{i},{-i},{'neg' if i % 3 else 'pos'}" for i in range(60)]
+    path.write_text("u,v,sign\n" + "\n".join(rows) + "\n")
+    ds = ff.data.load(path, label="sign", seed=4)
+    assert ds.event_shape == (2,) and ds.columns == ("u", "v")
+    assert ds.label_names == ("neg", "pos") and ds.num_classes == 2
+    for split in ("train", "val", "test"):
+        x, y = getattr(ds, split), ds.labels[split]
+        expected = (x[:, 0].long() % 3 == 0).long()  # each label stayed with its row
+        assert torch.equal(y, expected)
+    # By position (counted from 1), and integer labels 1..3 become 0..2 with their names kept.
+    path.write_text("\n".join(f"{i % 3 + 1},{i}.5" for i in range(30)) + "\n")
+    ds = ff.data.load(path, label=1)
+    assert ds.label_names == ("1", "2", "3") and ds.event_shape == (1,)
+
+
+@pytest.mark.parametrize(
+    ("content", "label", "message"),
+    [
+        ("a,b\n1,2\n3,4\n5,6\n", "c", r"no column of that name; its columns are a, b"),
+        ("a,kind\n1,x\n3,y\n5,x\n", "knd", r"did you mean 'kind'"),
+        ("1,2\n3,4\n5,6\n", "kind", r"no header row.*column's number \(1..2\)"),
+        ("1,2\n3,4\n5,6\n", 5, r"columns 1..2"),
+        ("a,k\n1,0.5\n3,1\n5,0\n", "k", r"labels must be classes.*'0.5'"),
+        ("a,k\n1,x\n3,x\n5,x\n", "k", r"one class \('x'\)"),
+        ("a,k\n1,x\n3,\n5,y\n", "k", r"1 row without a label"),
+    ],
+)
+def test_bad_label_columns_are_clear(tmp_path, content, label, message):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(ValueError, match=message):
+        ff.data.load(path, label=label)
+
+
+def test_an_npz_label_array(tmp_path):
+    path = tmp_path / "d.npz"
+    rng = np.random.default_rng(0)
+    np.savez(path, x=rng.normal(size=(40, 3)), y=np.arange(40) % 4)
+    ds = ff.data.load(path, label="y")
+    assert ds.event_shape == (3,) and ds.num_classes == 4
+    np.savez(path, x=rng.normal(size=(40, 3)), y=np.arange(39) % 4)
+    with pytest.raises(ValueError, match="39 labels but the data hold 40 samples"):
+        ff.data.load(path, label="y")
+    np.save(tmp_path / "d.npy", rng.normal(size=(10, 2)))
+    with pytest.raises(ValueError, match=r"names a CSV column or an \.npz array"):
+        ff.data.load(tmp_path / "d.npy", label="y")
+    with pytest.raises(ValueError, match="label='y' does not apply to the built-in"):
+        ff.data.load("digits", label="y")

@@ -275,10 +275,11 @@ def test_model_identities_hold_for_every_path_and_coupling(path, coupling):
         "fm", dim=3, hidden=(32, 32), path=path, coupling=coupling, rtol=1e-9, atol=1e-9
     ).double()
     x = torch.randn(64, 3, dtype=torch.float64)
-    loss = model.loss(x)
+    result = model.objective(ff.Batch(x))
+    loss = result.loss
     loss.backward()
     assert loss.item() > 0 and all(p.grad is not None for p in model.parameters())
-    assert model.loss_terms["cfm"] == pytest.approx(loss.item())
+    assert float(result.terms["cfm"]) == pytest.approx(loss.item())
     perturb(model, 0.05).eval()
     x = x[:6]
     z = model.encode(x)
@@ -355,3 +356,129 @@ def test_ot_coupling_is_solved_over_the_global_batch_under_ddp(tmp_path):
     paired = torch.cat([r["paired"] for r in results])
     torch.testing.assert_close(torch.cat([r["data"] for r in results]), x1)
     torch.testing.assert_close(paired, x0[OTCoupling().pair(x0, x1)])
+
+
+# -- events of any shape ----------------------------------------------------------------------
+SHAPE = (1, 4, 4)
+PRESETS = ("fm", "rectified", "otfm", "sbfm")
+
+
+def create(name: str, **options) -> ff.Model:
+    """The recipe ``name`` built for (1, 4, 4) images."""
+    return ff.models.create(name, shape=SHAPE, **options)
+
+
+@pytest.mark.parametrize("name", [*PATHS, "bridge"])
+def test_paths_at_image_shape_are_the_vector_paths_reshaped(name):
+    # t broadcasts as (B, 1, 1, 1): every entry of an image moves with its sample's time.
+    torch.manual_seed(2)
+    x0, x1 = torch.randn(25, 2, 3, 3, dtype=torch.float64), torch.randn(25, 2, 3, 3).double()
+    flat = (x0.flatten(1), x1.flatten(1))
+    if name == "bridge":
+        path, noise = SchrodingerBridgePath(0.7), torch.randn(25, 2, 3, 3, dtype=torch.float64)
+        image, vector = path.sample(x0, x1, T, noise), path.sample(*flat, T, noise.flatten(1))
+    else:
+        path = PATHS[name]
+        image, vector = path.sample(x0, x1, T), path.sample(*flat, T)
+        velocity = path.convert(image.dx_t, image.x_t, T, "velocity", "x1")
+        assert velocity.shape == x1.shape
+        torch.testing.assert_close(velocity, x1, rtol=1e-6, atol=1e-8)
+    assert image.x_t.shape == image.dx_t.shape == x0.shape
+    torch.testing.assert_close(image.x_t.flatten(1), vector.x_t, rtol=0, atol=0)
+    torch.testing.assert_close(image.dx_t.flatten(1), vector.dx_t, rtol=0, atol=0)
+
+
+def test_couplings_pair_images_as_flattened_vectors():
+    g = torch.Generator().manual_seed(0)
+    x0, x1 = torch.randn(12, 2, 3, 3, generator=g), torch.randn(12, 2, 3, 3, generator=g) + 0.5
+    idx = OTCoupling().pair(x0, x1)
+    assert torch.equal(idx, OTCoupling().pair(x0.flatten(1), x1.flatten(1)))
+    assert not torch.equal(idx, torch.arange(12))  # the OT pairing of these rows is not trivial
+    paired, data = OTCoupling()(x0, x1)
+    assert torch.equal(paired, x0[idx]) and torch.equal(data, x1)
+    torch.manual_seed(3)
+    sink = SinkhornCoupling(0.3).pair(x0, x1)
+    torch.manual_seed(3)
+    assert torch.equal(sink, SinkhornCoupling(0.3).pair(x0.flatten(1), x1.flatten(1)))
+    assert IndependentCoupling()(x0, x1)[0] is x0
+
+
+def test_cfm_loss_at_image_shape_averages_every_entry():
+    g = torch.Generator().manual_seed(1)
+    v, u = torch.randn(4, 2, 3, 3, generator=g), torch.randn(4, 2, 3, 3, generator=g)
+    t = torch.tensor([0.1, 0.4, 0.6, 0.9])
+    per_sample = (v - u).square().mean(dim=(1, 2, 3))
+    torch.testing.assert_close(cfm_loss(v, u), per_sample.mean())
+    torch.testing.assert_close(cfm_loss(v, u, t, lambda t: 1 + t), ((1 + t) * per_sample).mean())
+
+
+@pytest.mark.parametrize("name", PRESETS)
+def test_every_preset_at_image_shape_keeps_the_model_identities_and_trains(name):
+    from helpers import perturb
+
+    torch.manual_seed(0)
+    model = create(name, hidden=(32,), rtol=1e-9, atol=1e-9).double()
+    assert model.event_shape == SHAPE
+    data = 0.5 * torch.randn(64, *SHAPE, dtype=torch.float64) + 1.0
+    result = model.objective(ff.Batch(data[:16]))
+    result.loss.backward()
+    assert all(p.grad is not None for p in model.parameters())
+    before = [p.detach().clone() for p in model.parameters()]
+    config = ff.train.TrainConfig(steps=5, batch_size=16, progress=False, ema_decay=0, device="cpu")
+    ff.train.train(model, data, config)  # the coupling and the path at image shape, in training
+    assert all(not torch.equal(b, p) for b, p in zip(before, model.parameters(), strict=True))
+    perturb(model, 0.05).eval()
+    x = data[:3]
+    z = model.encode(x)
+    assert z.shape == x.shape and model.sample(2, steps=2).shape == (2, *SHAPE)
+    torch.testing.assert_close(model.decode(z), x, atol=1e-6, rtol=1e-6)
+    log_p = model.log_prob(x)
+    assert log_p.shape == (3,) and torch.isfinite(log_p).all()
+    _, log_q = model.sample_and_log_prob(2, method="rk4", steps=4)
+    assert log_q.shape == (2,)
+
+
+def test_label_conditioned_flow_matching_at_image_shape():
+    from helpers import perturb
+
+    torch.manual_seed(0)
+    model = create("fm", hidden=(16,), num_classes=3)
+    assert model.num_classes == 3 and model.field.field.layers[0].in_features == 16 + 4 + 1
+    perturb(model, 0.3)
+    x, labels = torch.randn(4, *SHAPE), torch.tensor([0, 1, 2, 1])
+    fast = {"method": "rk4", "steps": 3}
+    lp = model.log_prob(x, context=labels, **fast)
+    assert (lp - model.log_prob(x, context=torch.tensor([2, 0, 1, 0]), **fast)).abs().min() > 1e-4
+    torch.manual_seed(5)
+    samples = model.sample(4, context=labels, **fast)
+    torch.manual_seed(5)
+    torch.testing.assert_close(samples, model.decode(model.base.sample(4), labels, **fast).detach())
+    torch.manual_seed(5)
+    shared = model.sample(4, context=1, **fast)
+    torch.testing.assert_close(shared[[1, 3]], samples[[1, 3]])
+    assert (shared[[0, 2]] - samples[[0, 2]]).abs().amax(dim=(1, 2, 3)).min() > 1e-4
+    model.loss(x, labels).backward()
+    assert model.label_embedding.weight.grad[:3].abs().sum() > 0
+
+
+@pytest.mark.parametrize("name", ["fm", "otfm", "sbfm"])
+def test_given_noise_is_regressed_along_exactly_its_pairs(name):
+    # Batch(x1, x0=x0): no noise drawn, no re-pairing (otfm's OT and sbfm's Sinkhorn would move
+    # the pairs), the path between exactly x0[i] and x1[i] at the drawn times.
+    torch.manual_seed(0)
+    model = create(name, hidden=(16,)).double()
+    x1 = torch.randn(16, *SHAPE, dtype=torch.float64) + 2.0
+    x0 = torch.randn(16, *SHAPE, dtype=torch.float64)
+    torch.manual_seed(7)
+    result = model.objective(ff.Batch(x1, x0=x0))
+    torch.manual_seed(7)
+    t = model.time_sampler(16, dtype=torch.float64)
+    path = model.path.sample(x0, x1, t)  # the bridge draws its noise after the times
+    with torch.no_grad():
+        expected = cfm_loss(model.field(t, path.x_t), path.dx_t, t, model.weighting)
+    torch.testing.assert_close(result.loss.detach(), expected, rtol=1e-12, atol=0)
+    torch.testing.assert_close(result.terms["cfm"], expected, rtol=1e-12, atol=0)
+    # The pairs matter: the same noise in another order, or drawn noise, is another loss.
+    for other in (ff.Batch(x1, x0=x0.flip(0)), ff.Batch(x1)):
+        torch.manual_seed(7)
+        assert abs(model.objective(other).loss.item() - expected.item()) > 1e-6

@@ -489,3 +489,25 @@ def test_nfe_counter_is_a_transparent_module():
     assert set(counter.state_dict()) == {"field.linear.weight", "field.linear.bias"}
     with pytest.raises(TypeError, match="field must be a callable"):
         NFECounter(3)
+
+
+def test_marginal_log_prob_of_a_labelled_mixture():
+    # Two labels, each an exactly known Gaussian: log p(x) = log sum_y p(y) N(x; mu_y, 1).
+    class TwoGaussians:
+        def log_prob(self, x, context):
+            mu = context.double()[:, None] * 3.0
+            return (-0.5 * (x - mu).square() - 0.5 * math.log(2 * math.pi)).sum(dim=1)
+
+    x = torch.linspace(-2, 5, 9, dtype=torch.float64)[:, None]
+    w = torch.tensor([1.0, 3.0])
+    got = ff.metrics.marginal_log_prob(TwoGaussians(), x, 2, weights=w)
+    normal = torch.distributions.Normal
+    expected = torch.log(
+        0.25 * normal(0.0, 1.0).log_prob(x[:, 0]).exp()
+        + 0.75 * normal(3.0, 1.0).log_prob(x[:, 0]).exp()
+    )
+    torch.testing.assert_close(got, expected)
+    with pytest.raises(ValueError, match=r"weights must be a \(2,\) tensor"):
+        ff.metrics.marginal_log_prob(TwoGaussians(), x, 2, weights=torch.ones(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        ff.metrics.marginal_log_prob(TwoGaussians(), x, 2, weights=torch.tensor([-1.0, 2.0]))

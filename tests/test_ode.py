@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import pytest
 import torch
 from torch import nn
 
-from flowforge.dynamics import NFECounter, SolverOptions, integrate
+import flowforge as ff
+from flowforge._checks import check_number
+from flowforge.dynamics import (
+    METHODS,
+    SOLVERS,
+    NFECounter,
+    Solver,
+    SolverOptions,
+    integrate,
+    solver_keywords,
+)
 
 
 def decay(t, x, context=None):
@@ -132,3 +143,109 @@ def test_a_given_counter_keeps_counting():
 def test_bad_solver_options(kwargs, message):
     with pytest.raises(ValueError, match=message):
         SolverOptions(**kwargs)
+
+
+# -- the solver registry -------------------------------------------------------------------------
+
+
+def test_every_solver_is_registered_with_the_options_it_takes():
+    assert SOLVERS.names() == ("euler", "midpoint", "heun", "rk4", "dopri5")
+    for name in ("euler", "midpoint", "heun", "rk4"):
+        assert SOLVERS[name].name == name and SOLVERS[name].takes == ("steps", "adjoint")
+    assert SOLVERS["dopri5"].takes == ("rtol", "atol", "adjoint")
+    assert not any(s.stochastic for s in SOLVERS.values())
+    # METHODS (torchdiffeq's names) is read from the registry's ODE solvers.
+    assert METHODS.names() == SOLVERS.names() and METHODS["heun"] == "heun2"
+    with pytest.raises(ValueError, match=r"method must be one of .*did you mean 'rk4'"):
+        SOLVERS["rk5"]
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        (
+            {"method": "euler", "rtol": 1e-3},
+            r"'euler' takes steps, adjoint, not rtol; .*\(dopri5\)",
+        ),
+        ({"method": "rk4", "steps": 2, "atol": 1e-3}, "'rk4' takes steps, adjoint, not atol"),
+        ({"method": "dopri5", "steps": 4}, "'dopri5' takes rtol, atol, adjoint, not steps"),
+        (
+            {"method": "dopri5", "steps": 4},
+            r"chooses its own steps.*\(euler, midpoint, heun, rk4\)",
+        ),
+        ({"eta": 0.5}, "'dopri5' takes rtol, atol, adjoint, not eta; .*no registered method"),
+    ],
+)
+def test_options_the_solver_does_not_take_are_refused_by_name(given, message):
+    with pytest.raises(ValueError, match=message):
+        SolverOptions(rtol=1e-3, atol=1e-4).merged(**given)
+
+
+def test_defaults_of_another_solver_merge_in_silently():
+    defaults = SolverOptions("dopri5", None, rtol=1e-3, atol=1e-4)
+    euler = defaults.merged(method="euler", steps=8)
+    assert (euler.method, euler.steps, euler.adjoint) == ("euler", 8, False)
+    # The tolerances only dopri5 takes fall back; the method's own options are kept.
+    assert defaults.merged(rtol=1e-6) == SolverOptions("dopri5", None, 1e-6, 1e-4)
+    assert defaults.merged(method="dopri5", steps=None) == defaults  # None: not given
+    fixed = SolverOptions("rk4", 16, adjoint=True)
+    assert fixed.merged(method="dopri5") == SolverOptions("dopri5", None, adjoint=True)
+    assert fixed.merged(steps=3) == SolverOptions("rk4", 3, adjoint=True)
+    with pytest.raises(ValueError, match="steps must be an int >= 1 for the fixed-step"):
+        defaults.merged(method="midpoint")  # the new method's requirement still holds
+
+
+def test_a_model_validates_options_by_the_solver_they_belong_to():
+    model = ff.models.create("ffjord", dim=2, hidden=(8,), rtol=1e-3, atol=1e-3)
+    assert model.sample(3, method="euler", steps=8).shape == (3, 2) and model.last_nfe == 8
+    with pytest.raises(ValueError, match=r"method 'euler' takes steps, adjoint, not rtol"):
+        model.sample(3, method="euler", rtol=1e-3)
+    with pytest.raises(ValueError, match="chooses its own steps"):
+        model.log_prob(torch.zeros(2, 2), method="dopri5", steps=4)
+    options, divergence = model.solver_options(method="heun", steps=2, divergence="hutchinson")
+    assert options == SolverOptions("heun", 2) and divergence == "hutchinson"
+
+
+class Damped(Solver):
+    """A toy solver with an option of its own, the way a stochastic sampler joins: Euler steps
+    of ``eta * v``."""
+
+    name = "damped"
+    takes = ("steps", "eta")
+    defaults = MappingProxyType({"eta": 1.0})
+
+    def check(self, options):
+        super().check(options)
+        check_number(options.get("eta"), "eta", 0, 1)
+
+    def solve(self, field, x, t0, t1, options, context=None):
+        dt = (t1 - t0) / options.steps
+        for i in range(options.steps):
+            t = torch.as_tensor(t0 + i * dt, dtype=x.dtype)
+            x = x + dt * options.get("eta") * field(t, x, context)
+        return x
+
+
+@pytest.fixture
+def damped(monkeypatch):
+    monkeypatch.setitem(SOLVERS._items, "damped", Damped())
+    return SOLVERS["damped"]
+
+
+def test_a_solver_with_its_own_options_joins_the_registry(damped):
+    assert "eta" in solver_keywords()
+    options = SolverOptions().merged(method="damped", steps=4, eta=0.5)
+    assert options.extra == {"eta": 0.5} and options.get("eta") == 0.5
+    assert SolverOptions("damped", 4).get("eta") == 1.0  # its default
+    sol = integrate(decay, torch.ones(1, 1, dtype=torch.float64), options=options)
+    assert sol.nfe == 4 and sol.state.item() == pytest.approx((1 - 0.7 * 0.5 / 4) ** 4)
+    with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\], got 2.0"):
+        SolverOptions().merged(method="damped", steps=4, eta=2.0)
+    with pytest.raises(ValueError, match=r"'euler' takes steps, adjoint, not eta.*\(damped\)"):
+        SolverOptions().merged(method="euler", steps=2, eta=0.5)
+    # Its options drop when another method is chosen, and a model accepts them as keywords.
+    assert options.merged(method="euler").extra == {}
+    model = ff.models.create("ffjord", dim=2, hidden=(8,))
+    assert "eta" in model.solver_keys
+    assert model.sample(3, method="damped", steps=5, eta=0.2).shape == (3, 2)
+    assert model.last_nfe == 5

@@ -133,10 +133,10 @@ class Exploding(ff.Model):
     def _log_prob(self, x, context):
         return self.flow._log_prob(x, context)
 
-    def _loss(self, x, context):
+    def _loss(self, batch):
         self.calls += 1
-        loss = self.flow._loss(x, context)
-        return loss * math.nan if self.calls > self.at else loss
+        result = self.flow._loss(batch)
+        return ff.LossResult(result.loss * math.nan) if self.calls > self.at else result
 
 
 def test_divergence_stops_with_the_step_and_keeps_the_last_checkpoint(points, tmp_path):
@@ -342,8 +342,8 @@ class Stuck(ff.Model):
     def _log_prob(self, x, context):
         return -0.5 * (x**2).sum(-1) - math.log(2 * math.pi) + 0.0 * self.w
 
-    def _loss(self, x, context):
-        return -self._log_prob(x, context).mean() + (self.w - 1) ** 2
+    def _loss(self, batch):
+        return ff.LossResult(-self._log_prob(batch.x1, None).mean() + (self.w - 1) ** 2)
 
 
 def test_patience_stops_a_run_that_no_longer_improves(points, tmp_path):
@@ -384,11 +384,11 @@ class SelfInterrupting(ff.Model):
     def _log_prob(self, x, context):
         return self.flow._log_prob(x, context)
 
-    def _loss(self, x, context):
+    def _loss(self, batch):
         self.calls += 1
         if self.training and self.calls - 1 == self.at:  # call 1 is the initialisation pass
             os.kill(os.getpid(), self.sig)
-        return self.flow._loss(x, context)
+        return self.flow._loss(batch)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

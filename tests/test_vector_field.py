@@ -49,3 +49,30 @@ def test_bad_settings():
         SinusoidalEmbedding(3)
     with pytest.raises(ValueError, match="hidden"):
         TimeMLP(2, hidden=())
+
+
+@pytest.mark.parametrize("kind", TIME_EMBEDDINGS)
+def test_time_mlp_on_an_event_shape_is_the_flat_mlp_reshaped(kind):
+    torch.manual_seed(0)
+    image = TimeMLP((2, 3, 3), hidden=(16,), time_embedding=kind, context_features=2)
+    flat = TimeMLP(18, hidden=(16,), time_embedding=kind, context_features=2)
+    flat.load_state_dict(image.state_dict())  # the same layers: only the reshapes differ
+    assert image.features == 18 and image.event_shape == (2, 3, 3)
+    x, c, t = torch.randn(4, 2, 3, 3), torch.randn(4, 2), torch.rand(4)
+    v = image(t, x, c)
+    assert v.shape == x.shape
+    torch.testing.assert_close(v, flat(t, x.flatten(1), c).view(4, 2, 3, 3))
+    # Every output entry depends on every input entry (an MLP over the whole event).
+    x0 = x.clone().requires_grad_(True)
+    (g,) = torch.autograd.grad(image(t, x0, c)[:, 0, 0, 0].sum(), x0)
+    assert (g.abs() > 0).all()
+
+
+def test_time_mlp_features_are_checked():
+    assert TimeMLP((5,), hidden=(4,)).event_shape == (5,)
+    with pytest.raises(ValueError, match=r"features\[1\] must be a positive int, got 0"):
+        TimeMLP((2, 0, 3))
+    with pytest.raises(TypeError, match=r"features must be a positive int D .* got \(\)"):
+        TimeMLP(())
+    with pytest.raises(ValueError, match="features must be a positive int, got 0"):
+        TimeMLP(0)

@@ -18,23 +18,26 @@ from . import (
     transforms,
 )
 from ._version import __version__
-from .distributions import Flow, Model
+from .distributions import Batch, Flow, LossResult, Model
 
 
 def __getattr__(name: str):
-    # Plots load matplotlib, which costs a second at start-up: ``flowforge.viz`` is imported
-    # on first use.
-    if name == "viz":
+    # Plots load matplotlib, which costs a second at start-up: ``flowforge.viz`` and
+    # ``flowforge.compare`` (which draws its figures with it) are imported on first use.
+    if name in ("viz", "compare"):
         import importlib
 
-        return importlib.import_module(".viz", __name__)
+        return importlib.import_module(f".{name}", __name__)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 __all__ = [
+    "Batch",
     "Flow",
+    "LossResult",
     "Model",
     "__version__",
+    "compare",
     "data",
     "distributions",
     "dynamics",

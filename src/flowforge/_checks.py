@@ -115,9 +115,10 @@ def check_int(
         described = " ".join(("an int", _bounds(minimum, maximum, None, None))).strip()
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be {described}, got {_got(value)}")
-    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+    number = int(value)
+    if (minimum is not None and number < minimum) or (maximum is not None and number > maximum):
         raise ValueError(f"{name} must be {described}, got {value}")
-    return int(value)
+    return number
 
 
 def check_number(
@@ -146,15 +147,16 @@ def check_number(
             described = f"a number {bounds}" if bounds else "a finite number"
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be {described}, got {_got(value)}")
+    number = float(value)
     if not (
-        math.isfinite(value)
-        and (minimum is None or value >= minimum)
-        and (maximum is None or value <= maximum)
-        and (above is None or value > above)
-        and (below is None or value < below)
+        math.isfinite(number)
+        and (minimum is None or number >= minimum)
+        and (maximum is None or number <= maximum)
+        and (above is None or number > above)
+        and (below is None or number < below)
     ):
         raise ValueError(f"{name} must be {described}, got {value!r}")
-    return float(value)
+    return number
 
 
 def check_positive(value: object, name: str, described: str | None = None) -> float:
@@ -186,7 +188,7 @@ def check_choice(value: object, name: str, choices: Iterable[T]) -> T:
         return options[options.index(value)]
     message = f"{name} must be one of {', '.join(str(c) for c in options)}; got {value!r}"
     if isinstance(value, str) and all(isinstance(c, str) for c in options):
-        hint = did_you_mean(value, options)
+        hint = did_you_mean(value, [str(c) for c in options])
         if hint:
             message += f"; {hint.strip()}"
     raise ValueError(message)
@@ -224,22 +226,35 @@ def check_context(
     batch: int | None,
     dtype: torch.dtype,
     name: str = "context",
+    num_classes: int = 0,
 ) -> Tensor | None:
-    """Check ``context`` against a model with ``context_dim`` conditioning features.
+    """Check ``context`` against a model with ``context_dim`` conditioning features or
+    ``num_classes`` class labels.
 
-    ``context`` must be ``None`` for an unconditional model (``context_dim == 0``), and a
-    finite ``(B, C)`` tensor otherwise, with ``B == batch`` when ``batch`` is given.
+    ``context`` must be ``None`` for an unconditional model, a finite ``(B, C)`` float tensor
+    for ``context_dim == C``, and a ``(B,)`` integer tensor of labels in ``0..K`` for
+    ``num_classes == K`` (``K`` is the null label), returned as int64; ``B == batch`` when
+    ``batch`` is given.
     """
+    if num_classes:
+        return check_labels(context, num_classes, batch, name)
     if context_dim == 0:
         if context is not None:
             raise ValueError(
                 f"this model is unconditional, but {name} was given; create it with "
-                f"context_dim=C to condition on C features, or pass {name}=None"
+                f"context_dim=C to condition on C features or num_classes=K for class labels, "
+                f"or pass {name}=None"
             )
         return None
     if context is None:
         raise ValueError(
             f"this model is conditional and needs {name} of shape (B, {context_dim}), got None"
+        )
+    if isinstance(context, Tensor) and not context.dtype.is_floating_point:
+        raise TypeError(
+            f"{name} must be float features of shape (B, {context_dim}) for a model built with "
+            f"context_dim={context_dim}, got a {context.dtype} tensor; class labels need a "
+            "model built with num_classes=K"
         )
     context = check_batch(context, name, (context_dim,), dtype)
     if batch is not None and context.shape[0] != batch:
@@ -248,3 +263,43 @@ def check_context(
             f"got {tuple(context.shape)}"
         )
     return context
+
+
+def check_labels(
+    labels: object, num_classes: int, batch: int | None, name: str = "context"
+) -> Tensor:
+    """Check that ``labels`` is a ``(B,)`` integer tensor with values in ``0..num_classes``
+    (``num_classes`` itself is the null label); return it as int64.
+
+    Raises:
+        TypeError: not a tensor, a float or bool tensor.
+        ValueError: missing, wrong shape or batch size, or a label out of range.
+    """
+    k = num_classes
+    expected = f"a (B,) integer tensor of class labels in 0..{k - 1} ({k} is the null label)"
+    if labels is None:
+        raise ValueError(
+            f"this model is conditional on class labels (num_classes={k}) and needs {name}: "
+            f"{expected}; got None"
+        )
+    if not isinstance(labels, Tensor):
+        raise TypeError(f"{name} must be {expected}, got {type(labels).__name__}")
+    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
+        raise TypeError(
+            f"{name} must be {expected} for a model built with num_classes={k}, got a "
+            f"{labels.dtype} tensor; convert it with {name}.long()"
+        )
+    if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
+        want = f"({batch},)" if batch is not None else "(B,)"
+        raise ValueError(
+            f"{name} must hold one label per sample, shape {want}, got {tuple(labels.shape)}"
+        )
+    if labels.numel() == 0:
+        raise ValueError(f"{name} must hold at least one label, got shape {tuple(labels.shape)}")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0 or high > k:
+        raise ValueError(
+            f"{name} must hold class labels in 0..{k - 1} ({k} is the null label) for a model "
+            f"built with num_classes={k}, got labels from {low} to {high}"
+        )
+    return labels.long()

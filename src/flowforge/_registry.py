@@ -65,7 +65,7 @@ class Registry(Mapping[str, T], Generic[T]):
         naming ``argument`` (default: the registry's)."""
         return self._items[self.check(name, argument)]
 
-    def __getitem__(self, name: object) -> T:  # type: ignore[override]
+    def __getitem__(self, name: object) -> T:
         return self.get(name)
 
     def names(self) -> tuple[str, ...]:

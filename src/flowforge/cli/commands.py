@@ -7,6 +7,7 @@ import json
 import os
 import shlex
 from pathlib import Path
+from typing import Any
 
 from .._checks import check_int
 from .options import _TRAIN_FLAGS, eval_every_flag, load_toml, parse_assignments, train_options
@@ -100,6 +101,12 @@ def register_train(sub) -> None:
         action="store_true",
         help="train on the raw data instead of standardised data",
     )
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="train a class-conditional model on the dataset's labels (digits, 8gaussians, ...; "
+        "a file's with --data-option label=COLUMN)",
+    )
     _add_train_flags(p)
     p.set_defaults(handler=run_train)
 
@@ -112,7 +119,16 @@ def run_train(args: argparse.Namespace) -> int:
     from ..train import RunSpec, resume, start
 
     if args.resume:
-        run_flags = ("model", "data", "config", "option", "data_option", "out", "no_standardize")
+        run_flags = (
+            "model",
+            "data",
+            "config",
+            "option",
+            "data_option",
+            "out",
+            "no_standardize",
+            "conditional",
+        )
         given = [a for a in run_flags if getattr(args, a)]
         given += [n for n in _TRAIN_FLAGS if n not in _RESUME_FLAGS and getattr(args, n, None)]
         if given:
@@ -121,7 +137,7 @@ def run_train(args: argparse.Namespace) -> int:
                 f"--resume continues a run as configured; {flags} cannot change "
                 "(--steps, --time-limit and --patience can)"
             )
-        changes: dict[str, object] = {}
+        changes: dict[str, Any] = {}
         if args.time_limit is not None:
             changes["time_limit"] = args.time_limit
         if args.patience is not None:
@@ -152,6 +168,7 @@ def run_train(args: argparse.Namespace) -> int:
             data_options={**data_cfg, **parse_assignments(args.data_option, "--data-option")},
             standardize=standardize,
             train=train_options(config.get("train", {}), args, model),
+            conditional=args.conditional,
         )
         result = start(spec, args.out)
         out = args.out
@@ -213,6 +230,52 @@ def _add_loading_flags(p: argparse.ArgumentParser) -> None:
         help="continuous models: a solver option, e.g. --solver method=rk4 --solver steps=8, "
         "--solver divergence=hutchinson (repeatable; default: adaptive dopri5, exact)",
     )
+    p.add_argument(
+        "--label",
+        metavar="LABEL",
+        help="conditional runs: the class to sample or evaluate, by index (0..K-1) or by name "
+        "(a CSV label's text); default: labels in the training data's proportions (sample), "
+        "each test point's own label (evaluate)",
+    )
+
+
+def _label(args: argparse.Namespace, config: dict) -> int | None:
+    """The ``--label`` of a conditional run as a class index, or ``None`` when not given."""
+    if args.label is None:
+        return None
+    if not config.get("conditional"):
+        raise ValueError(
+            f"--label applies to a conditional run; {args.run_dir} was trained without labels "
+            "(train with --conditional)"
+        )
+    k = int(config["num_classes"])
+    names = config.get("label_names") or [str(i) for i in range(k)]
+    if args.label in names:
+        return names.index(args.label)
+    try:
+        index = int(args.label)
+    except ValueError:
+        index = -1
+    if not 0 <= index < k:
+        shown = ", ".join(names[:12]) + (", ..." if k > 12 else "")
+        raise ValueError(
+            f"--label must be one of the run's {k} classes ({shown}); got {args.label!r}"
+        )
+    return index
+
+
+def _sample_labels(config: dict, label: int | None, n: int, seed: int):
+    """``n`` labels for a conditional run's samples: ``label`` for all, or drawn in the
+    training data's class proportions; ``None`` for an unconditional run."""
+    import torch
+
+    if not config.get("conditional"):
+        return None
+    if label is not None:
+        return torch.full((n,), label, dtype=torch.int64)
+    counts = torch.tensor(config["label_counts"], dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    return torch.multinomial(counts, n, replacement=True, generator=g)
 
 
 def _load_run(args: argparse.Namespace):
@@ -346,10 +409,12 @@ def run_sample(args: argparse.Namespace) -> int:
     plot = _output_file(args.plot, "--plot", FIGURE_SUFFIXES)
     model, config = _load_run(args)
     solver = _solver_options(args, model, config)
+    label = _label(args, config)
     # The data of the figure first: a moved or deleted data file fails before any sampling.
     dataset = load_dataset(config) if plot else None
+    labels = _sample_labels(config, label, args.n, args.seed)
     torch.manual_seed(args.seed)
-    x = model.sample(args.n, **solver).cpu()
+    x = model.sample(args.n, context=labels, **solver).cpu()
     if out:
         if out.suffix.lower() == ".npy":
             buf = io.BytesIO()
@@ -359,11 +424,17 @@ def run_sample(args: argparse.Namespace) -> int:
             content = _samples_file(x, config.get("columns"))
         _write(out, "--out", lambda path: write_atomic(path, content))
         print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
-    if plot:
+    if dataset is not None:
+        reference, title = dataset.test, f"{config['model']['name']} samples"
+        if label is not None:
+            names = config.get("label_names") or []
+            title += f", label {names[label] if names else label}"
+            if dataset.labels is not None and "test" in dataset.labels:
+                reference = dataset.test[dataset.labels["test"] == label]  # that class's data
         fig = viz.plot_samples(
             x,
-            dataset.test,
-            title=f"{config['model']['name']} samples",
+            reference,
+            title=title,
             image_shape=dataset.image_shape,
             columns=dataset.columns or config.get("columns"),
         )
@@ -400,8 +471,8 @@ def register_evaluate(sub) -> None:
 
 
 def run_evaluate(args: argparse.Namespace) -> int:
+    from ..compare import evaluate_model
     from ..train.checkpoint import write_json_atomic
-    from .report import evaluate_model
 
     check_int(args.samples, "--samples", 1, "a positive number of samples")
     out = _output_file(args.out, "--out")
@@ -413,6 +484,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
         split=args.split,
         n_samples=args.samples,
         solver=_solver_options(args, model, config),
+        label=_label(args, config),
     )
     text = json.dumps(result, indent=2)
     print(text)
@@ -425,7 +497,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
 
 def register_compare(sub) -> None:
-    from .report import BUDGETS
+    from ..compare import BUDGETS
 
     p = sub.add_parser(
         "compare",
@@ -466,58 +538,59 @@ def register_compare(sub) -> None:
         help="samples per model for the distances and figures (default 5000)",
     )
     p.add_argument("--no-standardize", action="store_true", help="train on the raw data")
+    p.add_argument(
+        "--conditional",
+        action="store_true",
+        help="condition every model on the dataset's class labels (docs/conditioning.md)",
+    )
     _add_train_flags(
         p, steps_default="none: equal time, see --budget", time_default="the --budget preset's"
     )
     p.set_defaults(handler=run_compare)
 
 
-def compare_train_table(budget, table: dict, args: argparse.Namespace) -> dict:
-    """The ``[train]`` settings of a comparison: the preset's, then the file's ``[train]``
-    table; flags are applied later by :func:`train_options`. The preset's time limit holds
-    unless a step count is given without one (``--steps N`` alone: equal steps)."""
-    steps = args.steps is not None or "steps" in table
-    seconds = args.time_limit is not None or "time_limit" in table
-    preset = dict(budget.train)
-    if seconds or not steps:
-        preset["time_limit"] = budget.time_limit
-        if not steps:
-            preset["steps"] = None  # open-ended: as many steps as the seconds allow
-    return {**preset, **table}
+def compare_train(table: dict, args: argparse.Namespace) -> dict[str, object]:
+    """The training settings of a comparison for every model: the file's ``[train]`` table,
+    then the flags given, read as ``flowforge train`` reads them (``--grad-clip 0``: no
+    clipping, ``--patience 0``: never stop early). The library adds each recipe's defaults and
+    the budget preset beneath them (:func:`flowforge.compare.train_configs`)."""
+    values = dict(table)
+    for name in _TRAIN_FLAGS:
+        flag = getattr(args, name, None)
+        if flag is not None:
+            values[name] = flag
+    for name in ("grad_clip", "patience"):
+        if values.get(name) == 0:
+            values[name] = None
+    if args.no_progress:
+        values["progress"] = False
+    return values
 
 
 def run_compare(args: argparse.Namespace) -> int:
-    import dataclasses
-
-    from .. import models
-    from .report import BUDGETS, compare
+    from ..compare import compare
 
     config = load_toml(args.config) if args.config else {}
-    names = args.models.split(",") if args.models else models.available()
-    names = [n.strip() for n in names if n.strip()]
-    for n in names:
-        models.recipe(n)  # fail on a typo before anything trains
+    names = args.models.split(",") if args.models else None
+    if names is not None:
+        names = [n.strip() for n in names if n.strip()]
     if args.samples is not None and args.samples < 2:
         raise ValueError(f"--samples must be at least 2, got {args.samples}")
-    budget = BUDGETS[args.budget]
-    train_cfg = compare_train_table(budget, dict(config.get("train", {})), args)
     data_cfg = dict(config.get("data", {}))
     source = data_cfg.pop("source", None) or args.data
     standardize = bool(data_cfg.pop("standardize", True)) and not args.no_standardize
-    evaluation = budget.evaluation
-    if args.samples is not None:
-        evaluation = dataclasses.replace(evaluation, samples=args.samples)
-    report = compare(
+    result = compare(
         names,
         source,
-        data_cfg,
-        {n: train_options(train_cfg, args, n) for n in names},
-        Path(args.out),
+        out=args.out,
+        budget=args.budget,
+        train=compare_train(dict(config.get("train", {})), args),
+        data_options=data_cfg,
         standardize=standardize,
-        evaluation=evaluation,
-        budget=budget.name,
+        samples=args.samples,
+        conditional=args.conditional,
     )
-    print(f"report written to {report}")
+    print(f"report written to {result.report}")
     return 0
 
 

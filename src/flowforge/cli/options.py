@@ -94,7 +94,7 @@ def train_options(table: dict, args: argparse.Namespace, model: str | None = Non
     """A :class:`TrainConfig` from the training defaults of the recipe ``model`` (if given),
     overridden by a config file's ``[train]`` table, overridden by flags. A time limit with no
     step count (from the table or ``--steps``) makes the run open-ended in steps."""
-    values = {}
+    values: dict[str, object] = {}
     if model is not None:
         from ..models import recipe
 

@@ -8,7 +8,7 @@ data so that it answers in the user's units.
 
 from .dataset import FILE_FRACTIONS, TOY_SIZES, Dataset, available, describe, load
 from .digits import DIGITS_LEVELS, DIGITS_SPLIT, dequantize, load_digits_dataset
-from .files import load_array, read_columns, split_array
+from .files import encode_labels, load_array, read_columns, read_labelled, split_array
 from .preprocess import Standardize, fit_standardization
 from .toy import (
     CHECKERBOARD_ENTROPY,
@@ -55,6 +55,7 @@ __all__ = [
     "eight_gaussians",
     "eight_gaussians_entropy",
     "eight_gaussians_log_prob",
+    "encode_labels",
     "fit_standardization",
     "load",
     "load_array",
@@ -63,6 +64,7 @@ __all__ = [
     "moons",
     "pinwheel",
     "read_columns",
+    "read_labelled",
     "rings",
     "split_array",
     "swissroll",

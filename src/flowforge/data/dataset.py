@@ -8,10 +8,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_count, check_seed, did_you_mean
-from .files import SUFFIXES, load_array, read_columns, split_array
+from .files import SUFFIXES, load_array, read_columns, read_labelled, split_array
 from .toy import TOY_DENSITIES
 
 SPLITS = ("train", "val", "test")
@@ -54,6 +55,10 @@ class Dataset:
         columns: one name per feature of ``(N, D)`` data, from a CSV file's header row (or a
             structured array's fields), for axis labels and the header of written samples;
             ``None`` where the source names none (the built-ins, a headerless file).
+        num_classes: ``K``, the number of classes of :attr:`labels` (labels are ``0..K-1``),
+            or ``None`` without labels.
+        label_names: what each label index stands for (the digit, a CSV column's text), or
+            ``None`` where the index is the name.
     """
 
     name: str
@@ -69,6 +74,8 @@ class Dataset:
     description: str = ""
     image_shape: tuple[int, int, int] | None = None
     columns: tuple[str, ...] | None = None
+    num_classes: int | None = None
+    label_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         # Others build Datasets too: catch inconsistent pieces here, not deep in training.
@@ -92,6 +99,24 @@ class Dataset:
                 if not isinstance(y, Tensor) or tuple(y.shape) != (n,):
                     got = tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__
                     raise ValueError(f"labels[{split!r}] must have shape ({n},), got {got}")
+                if y.dtype != torch.int64:
+                    raise TypeError(f"labels[{split!r}] must be int64, got {y.dtype}")
+            k = self.num_classes
+            if k is None:
+                k = 1 + max(int(y.max()) for y in self.labels.values())
+                object.__setattr__(self, "num_classes", k)
+            for split, y in self.labels.items():
+                if int(y.min()) < 0 or int(y.max()) >= k:
+                    raise ValueError(
+                        f"labels[{split!r}] must lie in 0..{k - 1} (num_classes={k}), got "
+                        f"{int(y.min())}..{int(y.max())}"
+                    )
+            if self.label_names is not None and len(self.label_names) != k:
+                raise ValueError(
+                    f"label_names must name each of the {k} classes, got {len(self.label_names)}"
+                )
+        elif self.num_classes is not None or self.label_names is not None:
+            raise ValueError("num_classes and label_names describe labels; this dataset has none")
         if self.columns is not None:
             columns = tuple(self.columns)
             if not all(isinstance(c, str) for c in columns):
@@ -139,6 +164,7 @@ def load(
     n_val: int | None = None,
     n_test: int | None = None,
     key: str | None = None,
+    label: str | int | None = None,
 ) -> Dataset:
     """Load a built-in dataset by name, or the user's ``.npy`` / ``.npz`` / ``.csv`` file.
 
@@ -163,6 +189,10 @@ def load(
         n_val: toy densities only: number of validation samples.
         n_test: toy densities only: number of test samples.
         key: ``.npz`` files only: the name of the array to load, when the file holds several.
+        label: files only: where the class labels are: a ``.csv`` column (its header name or
+            its position counted from 1; integers or text), or the name of an ``.npz`` array of
+            ``(N,)`` labels. The built-ins carry their labels already (the digit; the mixture
+            component of ``8gaussians``, the arm, blade, ring, moon or circle of the others).
 
     Returns:
         The :class:`Dataset`.
@@ -190,7 +220,7 @@ def load(
     name = os.fspath(source)
 
     if name in TOY_DENSITIES:
-        _only(name, image=image, key=key)
+        _only(name, image=image, key=key, label=label)
         counts = [
             check_count(d if v is None else v, option)
             for (option, v), d in zip(sizes.items(), TOY_SIZES, strict=True)
@@ -211,9 +241,9 @@ def load(
     if name == "digits":
         from .digits import load_digits_dataset  # here: digits.py imports this module
 
-        _only(name, key=key)
+        _only(name, key=key, label=label)
         return load_digits_dataset(image=image, seed=seed)
-    return _load_file(Path(name), seed, image, key)
+    return _load_file(Path(name), seed, image, key, label)
 
 
 def _only(name: str, **options: object) -> None:
@@ -245,7 +275,13 @@ def _directory(path: Path) -> str:
 def _load_toy(name: str, seed: int, counts: list[int]) -> Dataset:
     toy = TOY_DENSITIES[name]
     # Seeds 3s, 3s+1, 3s+2: the splits of one seed never share a draw, nor do two seeds.
-    train, val, test = (toy.sample(n, seed=3 * seed + k) for k, n in enumerate(counts))
+    labels = None
+    if toy.labelled is not None:
+        drawn = [toy.sample_with_labels(n, seed=3 * seed + k) for k, n in enumerate(counts)]
+        (train, y_train), (val, y_val), (test, y_test) = drawn
+        labels = {"train": y_train, "val": y_val, "test": y_test}
+    else:
+        train, val, test = (toy.sample(n, seed=3 * seed + k) for k, n in enumerate(counts))
     entropy = toy.entropy() if toy.entropy is not None else None
     return Dataset(
         name=name,
@@ -257,13 +293,22 @@ def _load_toy(name: str, seed: int, counts: list[int]) -> Dataset:
         entropy=entropy.nats if entropy is not None else None,
         entropy_stderr=entropy.stderr if entropy is not None else None,
         description="2-D: " + toy.summary,
+        labels=labels,
+        num_classes=toy.labels[1] if toy.labels is not None else None,
     )
 
 
-def _load_file(path: Path, seed: int, image: bool, key: str | None) -> Dataset:
+def _load_file(
+    path: Path, seed: int, image: bool, key: str | None, label: str | int | None
+) -> Dataset:
     if key is not None and path.suffix.lower() != ".npz":
         raise ValueError(f"key={key!r} selects an array of an .npz file, but {path} is not one")
-    x, columns = read_columns(path, name=key)
+    labels, names = None, None
+    if label is None:
+        x, columns = read_columns(path, name=key)
+    else:
+        x, columns, y, names = read_labelled(path, label, name=key)
+        labels = dict(zip(SPLITS, split_array(y, FILE_FRACTIONS, seed=seed), strict=True))
     if image and x.ndim != 4:
         raise ValueError(
             f"image=True needs (N, C, H, W) images, but {path} holds rows of shape {tuple(x.shape)}"
@@ -277,6 +322,10 @@ def _load_file(path: Path, seed: int, image: bool, key: str | None) -> Dataset:
         val=val,
         test=test,
         event_shape=tuple(x.shape[1:]),
-        description=f"{len(x)} samples of shape {tuple(x.shape[1:])} from {path}",
+        description=f"{len(x)} samples of shape {tuple(x.shape[1:])} from {path}"
+        + (f", {len(names)} classes ({label!r})" if names is not None else ""),
         columns=columns if x.ndim == 2 else None,
+        labels=labels,
+        num_classes=len(names) if names is not None else None,
+        label_names=names,
     )

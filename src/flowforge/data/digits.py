@@ -128,6 +128,7 @@ def load_digits_dataset(image: bool = False, seed: int = 0) -> Dataset:
         test=x[splits["test"]].clone(),
         event_shape=event_shape,
         labels={k: y[s].clone() for k, s in splits.items()},
+        num_classes=10,
         levels=DIGITS_LEVELS,
         description=DIGITS_SUMMARY,
         image_shape=(1, 8, 8),

@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_seed, is_real
+from .._checks import check_seed, did_you_mean, is_real
 
 SUFFIXES = (".npy", ".npz", ".csv")
 """The file types :func:`load_array` reads."""
@@ -112,7 +112,7 @@ def read_columns(
     if name is not None and suffix != ".npz":
         raise ValueError(f"name={name!r} selects an array of an .npz file, but {path} is {suffix}")
     if suffix == ".csv":
-        values, header, lines = _read_csv(path)
+        values, header, lines, _ = _read_csv(path)
         x = _validate(values, str(path), columns=header, lines=lines)
         named = None if header is None else [h or f"x{j + 1}" for j, h in enumerate(header)]
         return x, None if named is None else tuple(named)
@@ -123,6 +123,56 @@ def read_columns(
     else:
         array, where = _read_npz(path, name)
     return _validate(_numeric(array, where), where), array.dtype.names
+
+
+def read_labelled(
+    path: str | os.PathLike, label: str | int, name: str | None = None
+) -> tuple[Tensor, tuple[str, ...] | None, Tensor, tuple[str, ...]]:
+    """:func:`read_columns` of a file whose samples carry class labels.
+
+    ``.csv``: ``label`` names the label column (its header name, or its position counted from
+    1); the column may hold integers or text and is left out of the data. ``.npz``: ``label``
+    names the array of ``(N,)`` labels; the data are the array ``name``, or the only other one.
+
+    Returns:
+        ``(x, columns, labels, label_names)``: the data, their column names (or ``None``), the
+        ``(N,)`` int64 labels ``0..K-1`` and the class each index stands for (see
+        :func:`encode_labels`).
+    """
+    path = _existing_file(path)
+    suffix = path.suffix.lower()
+    if suffix == ".csv":
+        values, header, lines, raw = _read_csv(path, label)
+        x = _validate(values, str(path), columns=header, lines=lines)
+        named = None if header is None else tuple(h or f"x{j + 1}" for j, h in enumerate(header))
+        labels, names = encode_labels(raw or [], f"{path} column {label!r}")
+        return x, named, labels, names
+    if suffix != ".npz":
+        raise ValueError(
+            f"label={label!r} names a CSV column or an .npz array, but {path} is a {suffix} file; "
+            "save the data and the labels together with numpy.savez(path, x=..., y=...)"
+        )
+    if not isinstance(label, str):
+        raise TypeError(f"label must name an array of {path}, got {label!r}")
+    if name is None:
+        with zipfile.ZipFile(path) as archive:
+            others = [m[:-4] for m in archive.namelist() if m.endswith(".npy") and m[:-4] != label]
+        if len(others) == 1:
+            name = others[0]
+    array, where = _read_npz(path, label)
+    if array.ndim != 1 or array.dtype.kind not in "biuU":
+        raise ValueError(
+            f"{where} must hold one class label per sample, an (N,) array of integers or "
+            f"strings, got shape {array.shape} and dtype {array.dtype}"
+        )
+    x, columns = read_columns(path, name)
+    if len(array) != len(x):
+        raise ValueError(
+            f"{where} holds {len(array)} labels but the data hold {len(x)} samples; "
+            "one label per sample"
+        )
+    labels, names = encode_labels(array.tolist(), where)
+    return x, columns, labels, names
 
 
 def split_array(
@@ -270,8 +320,12 @@ def _read_npz(path: Path, name: str | None) -> tuple[np.ndarray, str]:
             raise ValueError(f"{path} is not a valid .npz file: {name!r} is corrupt: {e}") from None
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
-    """Parse a CSV file of numbers: ``(N, D)`` float64 values, header names, file line numbers."""
+def _read_csv(
+    path: Path, label: str | int | None = None
+) -> tuple[np.ndarray, list[str] | None, list[int], list[str] | None]:
+    """Parse a CSV file of numbers: ``(N, D)`` float64 values, header names, file line numbers,
+    and the raw fields of the ``label`` column (a header name or a 1-based position), which is
+    left out of the values and may hold text."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as e:
@@ -307,6 +361,15 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
             f"{'does' if len(ragged) == 1 else 'do'} not have the {width} fields of {first} "
             f"({shown}); every row needs one value per column"
         )
+    labels = None
+    if label is not None:
+        j = _label_column(path, label, header, width)
+        labels = [r[j] for r in rows]
+        rows = [r[:j] + r[j + 1 :] for r in rows]
+        header = None if header is None else header[:j] + header[j + 1 :]
+        width -= 1
+        if width == 0:
+            raise ValueError(f"{path}: the label column {label!r} is its only column; no data")
 
     values = np.empty((len(rows), width), dtype=np.float64)
     bad: dict[int, list[tuple[int, str]]] = {}
@@ -328,7 +391,74 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str] | None, list[int]]:
             f"{path}: non-numeric values in {_plural(len(bad), 'column')}: {_listing(parts)}; "
             f"every column must hold numbers: drop or encode text columns, fill empty cells"
         )
-    return values, header, lines
+    return values, header, lines, labels
+
+
+def _label_column(path: Path, label: str | int, header: list[str] | None, width: int) -> int:
+    """The 0-based index of the label column, named by its header name or 1-based position."""
+    if isinstance(label, int) and not isinstance(label, bool):
+        if not 1 <= label <= width:
+            raise ValueError(
+                f"label={label}: {path} has columns 1..{width}; give a column number in that "
+                "range or a header name"
+            )
+        return label - 1
+    if not isinstance(label, str):
+        raise TypeError(f"label must be a column name or a 1-based column number, got {label!r}")
+    if header is None:
+        if label.isdigit():
+            return _label_column(path, int(label), header, width)
+        raise ValueError(
+            f"label={label!r}: {path} has no header row to name columns by; give the label "
+            f"column's number (1..{width})"
+        )
+    if label not in header:
+        raise ValueError(
+            f"label={label!r}: {path} has no column of that name; "
+            f"{did_you_mean(label, header)}its columns are {', '.join(header)}"
+        )
+    return header.index(label)
+
+
+def encode_labels(raw: Sequence[object], where: str) -> tuple[Tensor, tuple[str, ...]]:
+    """Class labels from a file as indices ``0..K-1`` and the class names they stand for.
+
+    Integer labels that are already ``0..K-1`` keep their values; any other set of values
+    (text, or integers such as 1..3 or -1/1) is numbered in sorted order (numerically when
+    all are numbers), and the names record what each index was.
+
+    Raises:
+        ValueError: an empty label, a float label that is not a whole number, or one class.
+    """
+    fields = [str(v).strip() for v in raw]
+    empty = [i for i, f in enumerate(fields) if not f]
+    if empty:
+        raise ValueError(
+            f"{where}: {_plural(len(empty), 'row')} without a label (e.g. row {empty[0] + 1})"
+        )
+    numeric = all(_is_number(f) for f in fields)
+    if numeric:
+        values = [float(f) for f in fields]
+        fractional = [f for f, v in zip(fields, values, strict=True) if not float(v).is_integer()]
+        if fractional:
+            raise ValueError(
+                f"{where}: labels must be classes (integers or names), got {fractional[0]!r}; a "
+                "continuous column is a feature: condition on it with context_dim instead"
+            )
+        keys = sorted({int(v) for v in values})
+        index = {k: i for i, k in enumerate(keys)}
+        labels = torch.tensor([index[int(v)] for v in values], dtype=torch.int64)
+        names = tuple(str(k) for k in keys)
+    else:
+        keys_s = sorted(set(fields))
+        index_s = {k: i for i, k in enumerate(keys_s)}
+        labels = torch.tensor([index_s[f] for f in fields], dtype=torch.int64)
+        names = tuple(keys_s)
+    if len(names) < 2:
+        raise ValueError(
+            f"{where}: the labels hold one class ({names[0]!r}); nothing to condition on"
+        )
+    return labels, names
 
 
 def _is_number(field: str) -> bool:

@@ -4,11 +4,12 @@ the user's units."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 
 import torch
 from torch import Tensor
 
-from .._checks import check_count
+from ..distributions.batch import Batch, LossResult
 from ..distributions.model import Model
 
 # A feature whose std is below this fraction of the widest feature's is treated as constant:
@@ -80,6 +81,9 @@ class Standardize(Model):
         (torch.Size([]), torch.Size([3, 2]))
     """
 
+    mean: Tensor  # a buffer
+    std: Tensor  # a buffer
+
     def __init__(self, model: Model, mean: Tensor | float, std: Tensor | float):
         super().__init__()
         if not isinstance(model, Model):
@@ -87,6 +91,7 @@ class Standardize(Model):
         self.inner = model
         self.event_shape = tuple(model.event_shape)
         self.context_dim = int(model.context_dim)
+        self.num_classes = int(model.num_classes)
         dtype = model.dtype
         mean = self._statistic(mean, "mean", dtype)
         std = self._statistic(std, "std", dtype)
@@ -133,8 +138,9 @@ class Standardize(Model):
     def _log_prob(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         return self.inner._log_prob(self._standardize(x), context, **solver) - self._log_abs_std()
 
-    def _loss(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.inner._loss(self._standardize(x), context)
+    def _loss(self, batch: Batch) -> LossResult:
+        # Only the data are in the user's units; given noise x0 lives in the model's space.
+        return self.inner._loss(replace(batch, x1=self._standardize(batch.x1)))
 
     def _encode(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         return self.inner._encode(self._standardize(x), context, **solver)
@@ -145,23 +151,12 @@ class Standardize(Model):
     def _base_sample(self, n: int) -> Tensor:
         return self.inner._base_sample(n)
 
-    def sample_and_log_prob(
-        self, n: int, context: Tensor | None = None, **solver: object
+    def _sample_and_log_prob(
+        self, z: Tensor, context: Tensor | None, **solver: object
     ) -> tuple[Tensor, Tensor]:
-        """Draw ``n`` samples in data units, with log-densities: ``(n, *event_shape)``, ``(n,)``.
-
-        Uses the inner model's one-pass ``sample_and_log_prob`` where it has one (flows and
-        continuous flows), otherwise samples and then evaluates :meth:`log_prob`. ``solver``
-        options reach a continuous inner model.
-        """
-        n = check_count(n)
-        solver = self._check_solver(solver)
-        if hasattr(self.inner, "sample_and_log_prob"):
-            u, log_p = self.inner.sample_and_log_prob(n, context, **solver)
-            return self._unstandardize(u), log_p - self._log_abs_std()
-        context = self._sample_context(n, context)
-        x = self._decode(self._base_sample(n), context, **solver)
-        return x, self._log_prob(x, context, **solver)
+        # The inner model's one-pass way where it has one (flows and continuous flows).
+        u, log_p = self.inner._sample_and_log_prob(z, context, **solver)
+        return self._unstandardize(u), log_p - self._log_abs_std()
 
     # -- JSON ------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, object]:

@@ -148,11 +148,13 @@ def eight_gaussians(
     References:
         FFJORD (Grathwohl et al., 2018) https://arxiv.org/abs/1810.01367, its toy data.
     """
-    n = check_count(n)
-    g = _generator(seed, generator)
+    return _eight_gaussians(check_count(n), _generator(seed, generator))[0]
+
+
+def _eight_gaussians(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     k = torch.randint(0, 8, (n,), generator=g)
     noise = torch.randn(n, 2, generator=g)
-    return _eight_centres()[k] + EIGHT_GAUSSIANS_STD * noise
+    return _eight_centres()[k] + EIGHT_GAUSSIANS_STD * noise, k
 
 
 def eight_gaussians_log_prob(x: Tensor) -> Tensor:
@@ -199,14 +201,17 @@ def two_spirals(
     References:
         FFJORD (Grathwohl et al., 2018) https://arxiv.org/abs/1810.01367, its toy data.
     """
-    n = check_count(n)
-    g = _generator(seed, generator)
+    return _two_spirals(check_count(n), _generator(seed, generator))[0]
+
+
+def _two_spirals(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     turns = 1.5  # 540° of spiral per arm
     theta = 2 * math.pi * turns * torch.sqrt(torch.rand(n, generator=g))
-    arm = 1 - 2 * torch.randint(0, 2, (n,), generator=g).float()
+    which = torch.randint(0, 2, (n,), generator=g)
+    arm = 1 - 2 * which.float()
     radius = theta / (2 * turns)  # the outer end at radius pi, inside [-4, 4]^2
     x = (arm * radius).unsqueeze(1) * torch.stack([-torch.cos(theta), torch.sin(theta)], dim=1)
-    return x + 0.1 * torch.randn(n, 2, generator=g)
+    return x + 0.1 * torch.randn(n, 2, generator=g), which
 
 
 def pinwheel(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -229,15 +234,17 @@ def pinwheel(n: int, seed: int | None = None, generator: torch.Generator | None 
         Johnson et al., "Composing graphical models with neural networks for structured
         representations and fast inference", 2016. https://arxiv.org/abs/1603.06277
     """
-    n = check_count(n)
-    g = _generator(seed, generator)
+    return _pinwheel(check_count(n), _generator(seed, generator))[0]
+
+
+def _pinwheel(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     blades = 5
-    k = torch.randint(0, blades, (n,), generator=g).float()
+    blade = torch.randint(0, blades, (n,), generator=g)
     a = 1 + 0.3 * torch.randn(n, generator=g)
     b = 0.1 * torch.randn(n, generator=g)
-    angle = 2 * math.pi * k / blades + 0.25 * torch.exp(a)
+    angle = 2 * math.pi * blade.float() / blades + 0.25 * torch.exp(a)
     cos, sin = torch.cos(angle), torch.sin(angle)
-    return 2 * torch.stack([cos * a - sin * b, sin * a + cos * b], dim=1)
+    return 2 * torch.stack([cos * a - sin * b, sin * a + cos * b], dim=1), blade
 
 
 def rings(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -257,12 +264,15 @@ def rings(n: int, seed: int | None = None, generator: torch.Generator | None = N
     References:
         FFJORD (Grathwohl et al., 2018) https://arxiv.org/abs/1810.01367, its toy data.
     """
-    n = check_count(n)
-    g = _generator(seed, generator)
-    ring = torch.randint(1, 5, (n,), generator=g).float()
+    return _rings(check_count(n), _generator(seed, generator))[0]
+
+
+def _rings(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    ring = torch.randint(1, 5, (n,), generator=g)
     angle = 2 * math.pi * torch.rand(n, generator=g)
-    radius = 0.75 * ring + 0.08 * torch.randn(n, generator=g)
-    return radius.unsqueeze(1) * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    radius = 0.75 * ring.float() + 0.08 * torch.randn(n, generator=g)
+    x = radius.unsqueeze(1) * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    return x, ring - 1
 
 
 def moons(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -281,15 +291,18 @@ def moons(n: int, seed: int | None = None, generator: torch.Generator | None = N
     Returns:
         ``(n, 2)`` float32 samples.
     """
-    n = check_count(n)
-    g = _generator(seed, generator)
+    return _moons(check_count(n), _generator(seed, generator))[0]
+
+
+def _moons(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
     t = math.pi * torch.rand(n, generator=g)
-    lower = torch.randint(0, 2, (n,), generator=g).bool()
+    which = torch.randint(0, 2, (n,), generator=g)
+    lower = which.bool()
     x = torch.where(lower, 1 - torch.cos(t), torch.cos(t))
     y = torch.where(lower, 0.5 - torch.sin(t), torch.sin(t))
     # (0.5, 0.25) is the centre of the pair's bounding box [-1, 2] x [-0.5, 1].
     points = 2 * torch.stack([x - 0.5, y - 0.25], dim=1)
-    return points + 0.1 * torch.randn(n, 2, generator=g)
+    return points + 0.1 * torch.randn(n, 2, generator=g), which
 
 
 def circles(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -306,13 +319,15 @@ def circles(n: int, seed: int | None = None, generator: torch.Generator | None =
     Returns:
         ``(n, 2)`` float32 samples.
     """
-    n = check_count(n)
-    g = _generator(seed, generator)
-    outer = torch.randint(0, 2, (n,), generator=g).bool()
-    radius = torch.where(outer, 3.0, 1.5)
+    return _circles(check_count(n), _generator(seed, generator))[0]
+
+
+def _circles(n: int, g: torch.Generator) -> tuple[Tensor, Tensor]:
+    which = torch.randint(0, 2, (n,), generator=g)
+    radius = torch.where(which.bool(), 3.0, 1.5)
     angle = 2 * math.pi * torch.rand(n, generator=g)
     x = radius.unsqueeze(1) * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
-    return x + 0.1 * torch.randn(n, 2, generator=g)
+    return x + 0.1 * torch.randn(n, 2, generator=g), 1 - which  # 0: the outer circle
 
 
 def swissroll(n: int, seed: int | None = None, generator: torch.Generator | None = None) -> Tensor:
@@ -425,6 +440,10 @@ class ToyDensity:
         log_prob: exact log-density ``(B, 2) -> (B,)``, or ``None`` without a closed form.
         entropy: ``entropy() -> EntropyEstimate``, or ``None`` without a log-density.
         summary: one line for ``flowforge datasets``.
+        labelled: ``labelled(n, generator) -> (x (n, 2), labels (n,))``, the same draw as
+            ``sample`` with the part of the mixture each point came from, or ``None`` where no
+            label is natural.
+        labels: what the label is (``"component"``, ``"arm"``...) and how many there are.
     """
 
     name: str
@@ -432,6 +451,14 @@ class ToyDensity:
     log_prob: Callable[[Tensor], Tensor] | None
     entropy: Callable[[], EntropyEstimate] | None
     summary: str
+    labelled: Callable[[int, torch.Generator], tuple[Tensor, Tensor]] | None = None
+    labels: tuple[str, int] | None = None
+
+    def sample_with_labels(self, n: int, seed: int | None = None) -> tuple[Tensor, Tensor]:
+        """``n`` points and their labels, the points identical to ``sample(n, seed=seed)``."""
+        if self.labelled is None:
+            raise ValueError(f"the {self.name} density has no natural labels")
+        return self.labelled(check_count(n), _generator(seed, None))
 
 
 TOY_DENSITIES: dict[str, ToyDensity] = {
@@ -450,13 +477,56 @@ TOY_DENSITIES: dict[str, ToyDensity] = {
             eight_gaussians_log_prob,
             eight_gaussians_entropy,
             f"8 Gaussians (std {EIGHT_GAUSSIANS_STD:.2f}) on a circle of radius "
-            f"{EIGHT_GAUSSIANS_RADIUS:.2f}; exact density, entropy by Monte Carlo",
+            f"{EIGHT_GAUSSIANS_RADIUS:.2f}; exact density, entropy by Monte Carlo; "
+            "labels: the component (0 at angle 0, counter-clockwise)",
+            _eight_gaussians,
+            ("component", 8),
         ),
-        ToyDensity("2spirals", two_spirals, None, None, "two interleaved spirals, 1.5 turns each"),
-        ToyDensity("pinwheel", pinwheel, None, None, "5 curved Gaussian blades"),
-        ToyDensity("rings", rings, None, None, "4 concentric rings, radii 0.75 to 3"),
-        ToyDensity("moons", moons, None, None, "two interleaved half circles"),
-        ToyDensity("circles", circles, None, None, "two concentric circles, radii 1.5 and 3"),
+        ToyDensity(
+            "2spirals",
+            two_spirals,
+            None,
+            None,
+            "two interleaved spirals, 1.5 turns each; labels: the arm",
+            _two_spirals,
+            ("arm", 2),
+        ),
+        ToyDensity(
+            "pinwheel",
+            pinwheel,
+            None,
+            None,
+            "5 curved Gaussian blades; labels: the blade",
+            _pinwheel,
+            ("blade", 5),
+        ),
+        ToyDensity(
+            "rings",
+            rings,
+            None,
+            None,
+            "4 concentric rings, radii 0.75 to 3; labels: the ring, innermost 0",
+            _rings,
+            ("ring", 4),
+        ),
+        ToyDensity(
+            "moons",
+            moons,
+            None,
+            None,
+            "two interleaved half circles; labels: the moon, upper 0",
+            _moons,
+            ("moon", 2),
+        ),
+        ToyDensity(
+            "circles",
+            circles,
+            None,
+            None,
+            "two concentric circles, radii 1.5 and 3; labels: the circle, outer 0",
+            _circles,
+            ("circle", 2),
+        ),
         ToyDensity("swissroll", swissroll, None, None, "a Swiss roll spiral, 1.5 turns"),
     ]
 }

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import warnings
 
-from torch import Tensor, nn
+from torch import Tensor
 
-from .._checks import check_count
 from ..transforms.base import Transform
 from .model import Model
+from .normal import BaseDistribution
 
 
 class Flow(Model):
@@ -24,6 +24,9 @@ class Flow(Model):
         base: the base distribution, with ``log_prob``, ``sample`` and ``event_shape``.
         context_dim: ``C``, the size of the conditioning vector that reaches the
             transform's conditioners (0 for an unconditional flow).
+        num_classes: ``K`` for a flow conditioned on class labels (then the conditioners take
+            the label embedding's :func:`~flowforge.distributions.conditioning_features`
+            features); 0 for none.
 
     Example:
         >>> import torch, flowforge as ff
@@ -35,7 +38,16 @@ class Flow(Model):
         torch.Size([10, 2])
     """
 
-    def __init__(self, transform: Transform, base: nn.Module, context_dim: int = 0):
+    transform: Transform
+    base: BaseDistribution
+
+    def __init__(
+        self,
+        transform: Transform,
+        base: BaseDistribution,
+        context_dim: int = 0,
+        num_classes: int = 0,
+    ):
         super().__init__()
         if not isinstance(transform, Transform):
             raise TypeError(
@@ -44,7 +56,7 @@ class Flow(Model):
         self.transform = transform
         self.base = base
         self.event_shape = tuple(base.event_shape)
-        self.context_dim = int(context_dim)
+        self._setup_conditioning(context_dim, num_classes)
 
     @property
     def log_prob_is_exact(self) -> bool:
@@ -52,7 +64,8 @@ class Flow(Model):
         transform inside (a residual block) estimates its log-det stochastically."""
         return all(getattr(t, "ladj_is_exact", True) for t in self.transform.modules())
 
-    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+    # A discrete flow takes no solver options (Model refuses any), so ``solver`` is empty here.
+    def _log_prob(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         if not self.training and not self.log_prob_is_exact:
             warnings.warn(
                 "this flow's log_prob is an unbiased stochastic estimate, not the exact "
@@ -61,25 +74,21 @@ class Flow(Model):
                 RuntimeWarning,
                 stacklevel=3,
             )
-        z, ladj = self.transform.forward_and_ladj(x, context)
+        z, ladj = self.transform.forward_and_ladj(x, self._condition(context))
         return self.base.log_prob(z) + ladj
 
-    def _encode(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.transform(x, context)
+    def _encode(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
+        return self.transform(x, self._condition(context))
 
-    def _decode(self, z: Tensor, context: Tensor | None) -> Tensor:
-        return self.transform.inverse(z, context)
+    def _decode(self, z: Tensor, context: Tensor | None, **solver: object) -> Tensor:
+        return self.transform.inverse(z, self._condition(context))
 
     def _base_sample(self, n: int) -> Tensor:
         return self.base.sample(n)
 
-    def sample_and_log_prob(self, n: int, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        r"""Draw ``n`` samples, their log-densities in one pass: ``(n, *event_shape)``, ``(n,)``.
-
-        :math:`\log p(x) = \log p_Z(z) - \log |\det \partial f^{-1}(z) / \partial z|`.
-        """
-        n = check_count(n)
-        context = self._sample_context(n, context)
-        z = self.base.sample(n)
-        x, ladj = self.transform.inverse_and_ladj(z, context)
+    def _sample_and_log_prob(
+        self, z: Tensor, context: Tensor | None, **solver: object
+    ) -> tuple[Tensor, Tensor]:
+        # One pass: log p(x) = log p_Z(z) - log |det d f^{-1}(z) / dz|.
+        x, ladj = self.transform.inverse_and_ladj(z, self._condition(context))
         return x, self.base.log_prob(z) - ladj

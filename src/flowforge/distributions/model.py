@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_batch, check_context, check_count
+from .._checks import check_batch, check_context, check_count, check_int
+from .batch import Batch, LossResult
+
+#: Largest size of the learned label embedding: ``min(K + 1, 64)`` features for ``K`` classes,
+#: one per label (and the null label) up to 64, what an MLP conditioner takes without growing.
+MAX_LABEL_FEATURES = 64
+
+
+def label_features(num_classes: int) -> int:
+    """The size of the learned embedding of ``num_classes`` labels (and the null label)."""
+    return min(int(num_classes) + 1, MAX_LABEL_FEATURES)
+
+
+def conditioning_features(context_dim: int, num_classes: int) -> int:
+    """The size of the float conditioning vector a model's networks take: ``context_dim``
+    features, or the label embedding's size for a model of ``num_classes`` labels, or 0.
+
+    Raises ``ValueError`` when both are set: a model conditions on features or on labels.
+    """
+    context_dim = check_int(context_dim, "context_dim", 0)
+    num_classes = check_int(num_classes, "num_classes", 0)
+    if context_dim and num_classes:
+        raise ValueError(
+            f"a model conditions on float features (context_dim) or on class labels "
+            f"(num_classes), not both; got context_dim={context_dim}, num_classes={num_classes}"
+        )
+    if num_classes == 1:
+        raise ValueError("num_classes must be >= 2 (one class needs no label), got 1")
+    return label_features(num_classes) if num_classes else context_dim
 
 
 class Model(nn.Module):
@@ -20,37 +50,111 @@ class Model(nn.Module):
     (``model.sample(n, method="euler", steps=8)``); :attr:`solver_keys` names the ones a model
     accepts. A discrete flow accepts none and says so.
 
+    **Conditioning.** ``context`` is either ``None`` (an unconditional model), a float tensor
+    of ``C`` features per sample, ``(B, C)``, for a model built with ``context_dim=C``, or an
+    integer tensor of class labels, ``(B,)`` with values in ``0..K-1``, for a model built with
+    ``num_classes=K``. Label ``K`` is the *null label* (no class), reserved for
+    classifier-free guidance. A label model embeds its labels with a learned table of
+    :func:`label_features` features per label (:attr:`label_embedding`) and its networks see
+    that float vector; a family calls :meth:`_condition` where the context enters a network.
+
     Attributes:
-        event_shape: shape of one sample, e.g. ``(D,)``.
-        context_dim: ``C``, size of the conditioning vector (0 for an unconditional model).
-        solver_keys: the keyword options the public methods accept (empty for discrete flows).
+        event_shape: shape of one sample, e.g. ``(D,)`` or ``(C, H, W)``.
+        context_dim: ``C``, size of the conditioning vector (0 for none, and for label models).
+        num_classes: ``K``, the number of class labels (0 for none).
     """
 
     event_shape: tuple[int, ...]
-    context_dim: int
-    solver_keys: tuple[str, ...] = ()
+    context_dim: int = 0
+    num_classes: int = 0
+    label_embedding: nn.Embedding  # set by _setup_conditioning for a label model
+    #: How :func:`flowforge.models.create` built the model (name, shape, options), if it did.
+    created_with: dict[str, Any]
+
+    @property
+    def solver_keys(self) -> tuple[str, ...]:
+        """The keyword options the public methods accept: none for a discrete flow; a
+        continuous-time model's come from the solvers it can use."""
+        return ()
+
+    def _setup_conditioning(self, context_dim: int, num_classes: int = 0) -> int:
+        """Set :attr:`context_dim` and :attr:`num_classes` (and the label embedding) from a
+        constructor's arguments; return the size of the float context the networks take."""
+        features = conditioning_features(context_dim, num_classes)
+        self.context_dim = int(context_dim)
+        self.num_classes = int(num_classes)
+        if self.num_classes:
+            self.label_embedding = nn.Embedding(self.num_classes + 1, features)
+        return features
+
+    @property
+    def null_label(self) -> int:
+        """``K``, the label index that means "no class" (``ValueError`` without labels)."""
+        if not self.num_classes:
+            raise ValueError(f"{self._described()} has no class labels (num_classes=0)")
+        return self.num_classes
+
+    def _condition(self, context: Tensor | None) -> Tensor | None:
+        """The float conditioning vector the networks take: the label embedding of a label
+        model's ``(B,)`` labels, ``(B, E)``; float features and ``None`` unchanged."""
+        if context is None or not self.num_classes:
+            return context
+        return self.label_embedding(context)
 
     # -- what a family implements -------------------------------------------------------------
-    def _log_prob(self, x: Tensor, context: Tensor | None) -> Tensor:
+    # ``context`` below is checked (float features, or int64 labels) but not yet embedded.
+    def _log_prob(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         raise NotImplementedError
 
-    def _encode(self, x: Tensor, context: Tensor | None) -> Tensor:
+    def _encode(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         raise NotImplementedError
 
-    def _decode(self, z: Tensor, context: Tensor | None) -> Tensor:
+    def _decode(self, z: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         raise NotImplementedError
 
     def _base_sample(self, n: int) -> Tensor:
         raise NotImplementedError
 
-    def _loss(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return -self._log_prob(x, context).mean()
+    def _loss(self, batch: Batch) -> LossResult:
+        return LossResult(-self._log_prob(batch.x1, batch.context).mean())
+
+    def _sample_and_log_prob(
+        self, z: Tensor, context: Tensor | None, **solver: object
+    ) -> tuple[Tensor, Tensor]:
+        # Two passes by default; a family with a one-pass way (a flow, a CNF) overrides this.
+        x = self._decode(z, context, **solver)
+        return x, self._log_prob(x, context, **solver)
 
     # -- the public protocol ------------------------------------------------------------------
-    def loss(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        """The family's training objective on a batch ``x (B, *event_shape)``: a scalar."""
-        x, context = self._check(x, context)
-        return self._loss(x, context)
+    def loss(self, x: Tensor | Batch, context: Tensor | None = None) -> Tensor:
+        """The family's training objective on a batch ``x (B, *event_shape)``: a scalar.
+
+        ``x`` may also be a :class:`Batch` (then ``context`` comes with it); see
+        :meth:`objective` for the named terms of the loss.
+        """
+        return self.objective(x if isinstance(x, Batch) else Batch(x, context)).loss
+
+    def objective(self, batch: Batch) -> LossResult:
+        """The training objective on a :class:`Batch`, with its named terms: what the trainer
+        minimises and logs.
+
+        ``batch.x0`` (noise paired with ``batch.x1``) is used by the families that regress
+        along a path between the two (flow matching); maximum-likelihood families ignore it.
+        """
+        if not isinstance(batch, Batch):
+            raise TypeError(f"batch must be a flowforge Batch, got {type(batch).__name__}")
+        x1, context = self._check(batch.x1, batch.context, "batch.x1", "batch.context")
+        x0 = batch.x0
+        if x0 is not None:
+            x0 = check_batch(x0, "batch.x0", self.event_shape, self.dtype)
+            if x0.shape[0] != x1.shape[0]:
+                raise ValueError(
+                    f"batch.x0 must hold one base point per sample of batch.x1, "
+                    f"({x1.shape[0]}, ...), got {tuple(x0.shape)}"
+                )
+        if x1 is not batch.x1 or context is not batch.context:
+            batch = Batch(x1, context, x0)
+        return self._loss(batch)
 
     def log_prob(self, x: Tensor, context: Tensor | None = None, **solver: object) -> Tensor:
         """Log-density of ``x (B, *event_shape)`` in nats, shape ``(B,)``.
@@ -86,6 +190,21 @@ class Model(nn.Module):
         context = self._sample_context(n, context)
         with torch.no_grad():
             return self._decode(self._base_sample(n), context, **solver)
+
+    def sample_and_log_prob(
+        self, n: int, context: Tensor | int | None = None, **solver: object
+    ) -> tuple[Tensor, Tensor]:
+        """Draw ``n`` samples and their log-densities: ``(n, *event_shape)``, ``(n,)``.
+
+        One pass where the family allows it (a flow's inverse with its log-det, a CNF's one
+        solve of the state and the divergence), else a sample then :meth:`log_prob`. Unlike
+        :meth:`sample` it keeps autograd (a reparameterised draw, e.g. for variational
+        inference). ``context`` as for :meth:`sample`.
+        """
+        n = check_count(n)
+        solver = self._check_solver(solver)
+        context = self._sample_context(n, context)
+        return self._sample_and_log_prob(self._base_sample(n), context, **solver)
 
     # -- helpers ------------------------------------------------------------------------------
     @property
@@ -123,18 +242,28 @@ class Model(nn.Module):
         return solver
 
     def _check(
-        self, x: Tensor, context: Tensor | None, name: str = "x"
+        self, x: Tensor, context: object, name: str = "x", context_name: str = "context"
     ) -> tuple[Tensor, Tensor | None]:
         x = check_batch(x, name, self.event_shape, self.dtype)
-        return x, check_context(context, self.context_dim, x.shape[0], self.dtype)
+        context = check_context(
+            context, self.context_dim, x.shape[0], self.dtype, context_name, self.num_classes
+        )
+        return x, context
 
-    def _sample_context(self, n: int, context: Tensor | None) -> Tensor | None:
-        if isinstance(context, Tensor) and self.context_dim:
+    def _sample_context(self, n: int, context: object) -> Tensor | None:
+        """Check a sampling context: one per sample, or one shared by all ``n`` (a label as an
+        int, a 0-d or ``(1,)`` tensor; features as ``(C,)`` or ``(1, C)``)."""
+        if self.num_classes:
+            if isinstance(context, int) and not isinstance(context, bool):
+                context = torch.tensor([context])
+            if isinstance(context, Tensor) and context.ndim <= 1 and context.numel() == 1:
+                context = context.reshape(1).expand(n)
+        elif isinstance(context, Tensor) and self.context_dim:
             if context.ndim == 1:
                 context = context.unsqueeze(0)
             if context.ndim == 2 and context.shape[0] == 1:
                 context = context.expand(n, -1)
-        return check_context(context, self.context_dim, n, self.dtype)
+        return check_context(context, self.context_dim, n, self.dtype, "context", self.num_classes)
 
 
 def _first(module: nn.Module, kind: str, floating: bool = False) -> Tensor | None:

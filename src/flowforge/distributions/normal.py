@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Protocol
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive
+
+
+class BaseDistribution(Protocol):
+    """What a flow needs of its base distribution: an event shape, a log-density and samples
+    (e.g. :class:`StandardNormal`, an ``nn.Module`` so that it follows ``.to()``)."""
+
+    event_shape: tuple[int, ...]
+
+    def log_prob(self, z: Tensor) -> Tensor: ...
+
+    def sample(self, n: int) -> Tensor: ...
 
 
 class StandardNormal(nn.Module):
@@ -20,6 +32,8 @@ class StandardNormal(nn.Module):
     Args:
         event_shape: shape of one sample, e.g. ``(D,)``.
     """
+
+    _anchor: Tensor  # a buffer
 
     def __init__(self, event_shape: Sequence[int]):
         super().__init__()

@@ -1,5 +1,5 @@
-"""Continuous time: ODE integration (torchdiffeq), NFE counting and the continuous normalizing
-flow (:class:`CNF`).
+"""Continuous time: the solver registry (:data:`SOLVERS`; torchdiffeq behind the ODE solvers),
+ODE integration, NFE counting and the continuous normalizing flow (:class:`CNF`).
 
 Shared by continuous normalizing flows and flow matching. The divergence and residual log-det
 estimators live in :mod:`flowforge.estimators`; their names are re-exported here, where they
@@ -26,6 +26,7 @@ from ..estimators import (
 from .cnf import CNF, SOLVER_KEYS
 from .nfe import NFEBlock, NFECounter, total_nfe
 from .ode import METHODS, ODESolution, SolverOptions, integrate
+from .solvers import SOLVERS, Solver, solver_keywords
 
 __all__ = [
     "CNF",
@@ -34,11 +35,13 @@ __all__ = [
     "METHODS",
     "PROBES",
     "ROULETTE_DISTRIBUTIONS",
+    "SOLVERS",
     "SOLVER_KEYS",
     "LogDetOptions",
     "NFEBlock",
     "NFECounter",
     "ODESolution",
+    "Solver",
     "SolverOptions",
     "as_logdet_options",
     "divergence_and_frobenius",
@@ -51,5 +54,6 @@ __all__ = [
     "logdet_series",
     "probe",
     "residual_logdet",
+    "solver_keywords",
     "total_nfe",
 ]

@@ -11,13 +11,13 @@ Both are integrated together, as one ODE, by :func:`~flowforge.dynamics.integrat
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_count, check_number
+from .._checks import check_choice, check_number
+from ..distributions.batch import Batch, LossResult
 from ..distributions.model import Model
+from ..distributions.normal import BaseDistribution
 from ..estimators import (
     DIVERGENCES,
     PROBES,
@@ -26,12 +26,16 @@ from ..estimators import (
     divergence_hutchinson,
     probe,
 )
+from ..estimators.reduce import sum_except_batch
 from .nfe import NFECounter
-from .ode import ADAPTIVE, SolverOptions, integrate
+from .ode import SolverOptions, integrate
+from .solvers import solver_keywords
 
 #: The keyword options ``log_prob``, ``encode``, ``decode``, ``sample`` and
-#: ``sample_and_log_prob`` of a continuous model accept.
-SOLVER_KEYS = ("method", "steps", "rtol", "atol", "adjoint", "divergence")
+#: ``sample_and_log_prob`` of a continuous model accept: those of the registered solvers
+#: (:func:`~flowforge.dynamics.solvers.solver_keywords`) and ``divergence``. (This is the table
+#: at import; :attr:`CNF.solver_keys` reads the registry, so solvers registered later count.)
+SOLVER_KEYS = (*solver_keywords(), "divergence")
 
 
 class _Dynamics(nn.Module):
@@ -64,7 +68,7 @@ class _Dynamics(nn.Module):
             v = self.field(t, x, context)
             if self.regularize:
                 div, frob = divergence_and_frobenius(v, x, self.divergence, self.noise, keep)
-            elif self.divergence == "exact":
+            elif self.noise is None:  # _solve draws a probe exactly for "hutchinson"
                 div = divergence_exact(v, x, keep)
             else:
                 div = divergence_hutchinson(v, x, self.noise, keep)
@@ -72,7 +76,7 @@ class _Dynamics(nn.Module):
             v, div = v.detach(), div.detach()
         if not self.regularize:
             return v, div
-        kinetic = v.square().sum(dim=1)
+        kinetic = sum_except_batch(v.square())
         if not keep:
             kinetic, frob = kinetic.detach(), frob.detach()
         return v, div, kinetic, frob
@@ -89,7 +93,8 @@ class CNF(Model):
     ``method`` (``"euler"``, ``"midpoint"``, ``"heun"``, ``"rk4"``, ``"dopri5"``), ``steps``
     (fixed-step methods; ``steps`` alone means Euler), ``rtol``/``atol`` (dopri5), ``adjoint``, and
     ``divergence`` (``"exact"``, the default, or ``"hutchinson"``: an unbiased estimate with one
-    probe per solve, for dimensions where ``D`` backward passes per evaluation cost too much).
+    probe per solve, for dimensions where ``D`` backward passes per evaluation cost too much;
+    ``D`` is the number of entries of one event, ``C H W`` for images).
     Unset options take :attr:`solver`, which is accurate (adaptive) rather than fast.
 
     :meth:`loss` is the negative log-likelihood computed the way it trains
@@ -97,16 +102,21 @@ class CNF(Model):
     weights are positive: :math:`\lambda_K \int_0^1 \|v\|^2 dt` (kinetic energy) and
     :math:`\lambda_J \int_0^1 \|\nabla v\|_F^2 dt` (Jacobian Frobenius norm, estimated with the
     same probe as the divergence), each averaged over the batch. They keep the learned dynamics
-    simple, and so the number of function evaluations (NFE) low. After each call, the terms of
-    the last loss are in :attr:`loss_terms` and the NFE of the last solve in :attr:`last_nfe`;
-    ``field.nfe`` counts every evaluation, including the adjoint's backward solves.
+    simple, and so the number of function evaluations (NFE) low. :meth:`objective` returns the
+    loss with its terms (``nll``, and ``kinetic``/``jacobian`` when regularised); the NFE of the
+    last solve is in :attr:`last_nfe`, and ``field.nfe`` counts every evaluation, including the
+    adjoint's backward solves.
 
     Args:
-        field: the vector field ``v(t, x, context=None) -> (B, D)``, e.g. a
-            :class:`~flowforge.nets.TimeMLP` (wrapped in an :class:`NFECounter` here).
-        base: the base distribution at :math:`t = 0`, with ``log_prob``, ``sample`` and
-            ``event_shape`` ``(D,)``.
+        field: the vector field ``v(t, x, context=None)``, ``(B, *event) -> (B, *event)``,
+            e.g. a :class:`~flowforge.nets.TimeMLP` (wrapped in an :class:`NFECounter` here).
+        base: the base distribution at :math:`t = 0`, with ``log_prob``, ``sample`` and an
+            ``event_shape`` of any rank: ``(D,)`` for vectors, ``(C, H, W)`` for images (the
+            divergence is then the trace over all ``C H W`` entries).
         context_dim: ``C``, the conditioning size the field takes (0 for none).
+        num_classes: ``K`` for a CNF conditioned on class labels (the field then takes the
+            label embedding's :func:`~flowforge.distributions.conditioning_features`
+            features); 0 for none.
         solver: default solver of ``log_prob``/``encode``/``decode``/``sample``
             (default: dopri5, rtol = atol = 1e-5).
         train_solver: solver of :meth:`loss` (default: the same).
@@ -121,14 +131,21 @@ class CNF(Model):
         How to train your neural ODE (Finlay et al., 2020) https://arxiv.org/abs/2002.02798
     """
 
-    solver_keys = SOLVER_KEYS
+    field: NFECounter
+    base: BaseDistribution
+
+    @property
+    def solver_keys(self) -> tuple[str, ...]:
+        """The keyword options of :data:`SOLVER_KEYS`, read from the solver registry now."""
+        return (*solver_keywords(), "divergence")
 
     def __init__(
         self,
         field: nn.Module,
-        base: nn.Module,
+        base: BaseDistribution,
         context_dim: int = 0,
         *,
+        num_classes: int = 0,
         solver: SolverOptions | None = None,
         train_solver: SolverOptions | None = None,
         train_divergence: str = "hutchinson",
@@ -142,12 +159,12 @@ class CNF(Model):
         self.field = field if isinstance(field, NFECounter) else NFECounter(field)
         self.base = base
         self.event_shape = tuple(base.event_shape)
-        if len(self.event_shape) != 1:
+        if not self.event_shape:
             raise ValueError(
-                f"a CNF models flat vectors: the base event_shape must be (D,), "
-                f"got {self.event_shape}"
+                "the base must have a non-empty event_shape, (D,) for vectors or (C, H, W) for "
+                "images, got ()"
             )
-        self.context_dim = int(context_dim)
+        self._setup_conditioning(context_dim, num_classes)
         for name, value in (("solver", solver), ("train_solver", train_solver)):
             if value is not None and not isinstance(value, SolverOptions):
                 raise TypeError(f"{name} must be a SolverOptions, got {type(value).__name__}")
@@ -157,24 +174,25 @@ class CNF(Model):
         self.probe = check_choice(probe, "probe", PROBES)
         self.kinetic = check_number(kinetic, "kinetic", 0)
         self.jacobian = check_number(jacobian, "jacobian", 0)
-        self.loss_terms: dict[str, float] = {}
         self.last_nfe = 0
 
     # -- solving -----------------------------------------------------------------------------
     def solver_options(self, **solver: object) -> tuple[SolverOptions, str]:
         """The solver and divergence method that ``solver`` keywords select, over the defaults.
 
-        ``steps`` without ``method`` selects Euler; an adaptive ``method`` without ``steps``
-        drops the default's steps. Raises ``ValueError`` for a bad value.
+        ``steps`` without ``method`` selects Euler. The options given are validated by the
+        solver they belong to (:meth:`SolverOptions.merged`): ``method="euler", rtol=1e-3``
+        raises ``ValueError`` saying Euler takes ``steps`` and ``adjoint``, while the defaults'
+        options another method does not take (dopri5's tolerances, a fixed-step default's
+        ``steps``) fall back silently when only the method changes. Raises ``ValueError`` for a
+        bad value.
         """
         self._check_solver(solver)
         solver = dict(solver)
         divergence = DIVERGENCES.check(solver.pop("divergence", "exact"))
         if "steps" in solver and "method" not in solver:
             solver["method"] = "euler"
-        if solver.get("method") in ADAPTIVE and "steps" not in solver:
-            solver["steps"] = None
-        return replace(self.solver, **solver), divergence
+        return self.solver.merged(**solver), divergence
 
     def _solve(
         self,
@@ -186,8 +204,10 @@ class CNF(Model):
         divergence: str | None = None,
         regularize: bool = False,
     ):
+        context = self._condition(context)
         noise = probe(x, self.probe) if divergence == "hutchinson" else None
         dynamics = _Dynamics(self.field, divergence, noise, regularize)
+        state: Tensor | tuple[Tensor, ...]
         if divergence is None:
             state = x
         else:
@@ -215,35 +235,26 @@ class CNF(Model):
     def _base_sample(self, n: int) -> Tensor:
         return self.base.sample(n)
 
-    def _loss(self, x: Tensor, context: Tensor | None) -> Tensor:
+    def _loss(self, batch: Batch) -> LossResult:
         regularize = self.kinetic > 0 or self.jacobian > 0
         z, acc, *penalties = self._solve(
-            x, 1.0, 0.0, context, self.train_solver, self.train_divergence, regularize
+            batch.x1, 1.0, 0.0, batch.context, self.train_solver, self.train_divergence, regularize
         )
         nll = -(self.base.log_prob(z) + acc).mean()
-        loss = nll
-        self.loss_terms = {"nll": float(nll.detach())}
-        if regularize:
-            # Integrated from 1 down to 0, the accumulators hold minus the integrals.
-            kinetic, frobenius = (-p.mean() for p in penalties)
-            loss = loss + self.kinetic * kinetic + self.jacobian * frobenius
-            self.loss_terms.update(
-                kinetic=float(kinetic.detach()), jacobian=float(frobenius.detach())
-            )
-        return loss
+        if not regularize:
+            return LossResult(nll, {"nll": nll.detach()})
+        # Integrated from 1 down to 0, the accumulators hold minus the integrals.
+        kinetic, frobenius = (-p.mean() for p in penalties)
+        loss = nll + self.kinetic * kinetic + self.jacobian * frobenius
+        terms = {"nll": nll.detach(), "kinetic": kinetic.detach(), "jacobian": frobenius.detach()}
+        return LossResult(loss, terms)
 
-    def sample_and_log_prob(
-        self, n: int, context: Tensor | None = None, **solver: object
+    def _sample_and_log_prob(
+        self, z: Tensor, context: Tensor | None, **solver: object
     ) -> tuple[Tensor, Tensor]:
-        r"""Draw ``n`` samples and their log-densities in one solve: ``(n, D)``, ``(n,)``.
-
-        :math:`\log p_1(x_1) = \log p_0(z) - \int_0^1 \nabla\cdot v\, dt` along the path from
-        the base point :math:`z`.
-        """
-        n = check_count(n)
+        # One solve of the state and the divergence from the base point z:
+        # log p_1(x_1) = log p_0(z) - int_0^1 div v dt.
         options, divergence = self.solver_options(**solver)
-        context = self._sample_context(n, context)
-        z = self._base_sample(n)
         x, acc = self._solve(z, 0.0, 1.0, context, options, divergence)
         return x, self.base.log_prob(z) - acc
 

@@ -1,42 +1,46 @@
-"""ODE integration of a vector field, through torchdiffeq's solvers, counting evaluations."""
+"""ODE integration of a vector field by a named solver of :data:`SOLVERS`, counting evaluations."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import cast
 
-import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .._checks import check_bool, check_int, check_positive
 from .._registry import Registry
 from .nfe import NFECounter
+from .solvers import COMMON_OPTIONS, SOLVERS, Solver, State, TorchdiffeqSolver, refusal
 
+#: The built-in fixed-step and adaptive methods (:data:`SOLVERS` holds every solver).
 FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
 ADAPTIVE = ("dopri5",)
-#: The solver methods by flowforge's name: torchdiffeq's name for each (they differ for
+#: The ODE methods by flowforge's name: torchdiffeq's name for each (they differ for
 #: ``heun``, torchdiffeq's ``heun2``).
 METHODS: Registry[str] = Registry("method")
-for _name in FIXED_STEP + ADAPTIVE:
-    METHODS.register(_name, {"heun": "heun2"}.get(_name, _name))
-del _name
-
-State = Tensor | tuple[Tensor, ...]
+for _solver in SOLVERS.values():
+    if isinstance(_solver, TorchdiffeqSolver):
+        METHODS.register(_solver.name, _solver.torchdiffeq)
+del _solver
 
 
 @dataclass(frozen=True)
 class SolverOptions:
-    """How to integrate: a solver by name and its settings.
+    """How to integrate: a solver of :data:`SOLVERS` by name and its settings, validated by
+    that solver when built.
 
     Attributes:
         method: ``"euler"``, ``"midpoint"``, ``"heun"`` (Heun's second-order method), ``"rk4"``
-            (fixed step) or ``"dopri5"`` (adaptive Dormand–Prince 5(4)).
-        steps: number of equal steps over the interval; required by, and only used by, the
-            fixed-step methods.
-        rtol: relative tolerance of the adaptive method.
-        atol: absolute tolerance of the adaptive method.
+            (fixed step) or ``"dopri5"`` (adaptive Dormand–Prince 5(4)); or any solver
+            registered later.
+        steps: number of equal steps over the interval; required by, and only allowed for, the
+            solvers that take it (the fixed-step methods).
+        rtol: relative tolerance of the adaptive method (unused by the others).
+        atol: absolute tolerance of the adaptive method (unused by the others).
         adjoint: compute gradients by the adjoint method (memory independent of the number of
             steps, one more backward solve) instead of backpropagating through the solver.
+        extra: options of a solver beyond these (e.g. a stochastic sampler's ``eta``), by name;
+            only options the method takes.
     """
 
     method: str = "dopri5"
@@ -44,22 +48,56 @@ class SolverOptions:
     rtol: float = 1e-5
     atol: float = 1e-5
     adjoint: bool = False
+    extra: Mapping[str, object] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
-        METHODS.check(self.method)
-        if self.method in FIXED_STEP:
-            steps = f"an int >= 1 for the fixed-step method {self.method!r}"
-            if self.steps is None:  # missing rather than of a wrong type
-                raise ValueError(f"steps must be {steps}, got None")
-            check_int(self.steps, "steps", 1, steps)
-        elif self.steps is not None:
-            raise ValueError(
-                f"method {self.method!r} chooses its own steps from rtol/atol; pass steps=None "
-                "or a fixed-step method (euler, midpoint, heun, rk4)"
-            )
-        check_positive(self.rtol, "rtol")
-        check_positive(self.atol, "atol")
-        check_bool(self.adjoint, "adjoint")
+        if not isinstance(self.extra, Mapping):
+            raise TypeError(f"extra must be a mapping of option names, got {self.extra!r}")
+        # A copy, so the caller's dict is not shared (a plain dict: models holding options are
+        # deep-copied and pickled, which a read-only mappingproxy refuses).
+        object.__setattr__(self, "extra", dict(self.extra))
+        self.solver.check(self)
+
+    def __repr__(self) -> str:
+        fields = [f"{k}={getattr(self, k)!r}" for k in ("method", *COMMON_OPTIONS)]
+        fields += [f"{k}={v!r}" for k, v in self.extra.items()]
+        return f"SolverOptions({', '.join(fields)})"
+
+    @property
+    def solver(self) -> Solver:
+        """The :class:`~flowforge.dynamics.solvers.Solver` that ``method`` names."""
+        return SOLVERS.get(self.method)
+
+    def get(self, name: str) -> object:
+        """The value of option ``name``: a field, or one of the solver's own options (its
+        default when not set)."""
+        if name in COMMON_OPTIONS:
+            return getattr(self, name)
+        if name in self.extra:
+            return self.extra[name]
+        return self.solver.defaults[name]
+
+    def merged(self, **given: object) -> SolverOptions:
+        """These options (a model's defaults) with the keyword options a user ``given``.
+
+        The solver is ``given["method"]`` or this one's. Only what was given is checked against
+        it: an option it does not take raises ``ValueError`` naming the ones it does (``None``
+        counts as not given). Options of these defaults that it does not take fall back to
+        their defaults (so a model's dopri5 tolerances merge in silently when only the method
+        changes, and a fixed-step default's ``steps`` drops for an adaptive method); the
+        combined options are then validated as usual.
+        """
+        given = dict(given)
+        solver = SOLVERS.get(given.pop("method", self.method))
+        refused = [k for k, v in given.items() if k not in solver.takes and v is not None]
+        if refused:
+            raise ValueError(refusal(solver, refused))
+        values = {k: getattr(self, k) for k in COMMON_OPTIONS if k in solver.takes}
+        extra = {k: v for k, v in self.extra.items() if k in solver.takes}
+        for k, v in given.items():
+            if k in solver.takes:
+                (values if k in COMMON_OPTIONS else extra)[k] = v
+        return SolverOptions(solver.name, **values, extra=extra)
 
 
 @dataclass(frozen=True)
@@ -70,18 +108,6 @@ class ODESolution:
     nfe: int
 
 
-class _Bound(nn.Module):
-    # torchdiffeq calls func(t, y); the field is v(t, x, context). The context is bound here,
-    # in a Module, so odeint_adjoint finds the field's parameters through it.
-    def __init__(self, field: NFECounter, context: Tensor | None):
-        super().__init__()
-        self.field = field
-        self.context = context
-
-    def forward(self, t: Tensor, x: State) -> State:
-        return self.field(t, x, self.context)
-
-
 def integrate(
     field: Callable[..., State],
     x: State,
@@ -90,7 +116,8 @@ def integrate(
     options: SolverOptions | None = None,
     context: Tensor | None = None,
 ) -> ODESolution:
-    r"""Solve :math:`\dot x = v(t, x, c)` from :math:`t_0` to :math:`t_1` (either direction).
+    r"""Solve :math:`\dot x = v(t, x, c)` from :math:`t_0` to :math:`t_1` (either direction)
+    with the solver ``options.method`` of :data:`SOLVERS`.
 
     Args:
         field: the vector field ``v(t, x, context=None)``; ``x`` may be a tuple of tensors
@@ -106,30 +133,12 @@ def integrate(
     References:
         Neural Ordinary Differential Equations (Chen et al., 2018) https://arxiv.org/abs/1806.07366
     """
-    # torchdiffeq imports SciPy's integrators (most of a second): loaded on first solve.
-    from torchdiffeq import odeint, odeint_adjoint
-
     options = options or SolverOptions()
-    counter = field if isinstance(field, NFECounter) else NFECounter(field)
-    func = _Bound(counter, context)
-    first = x[0] if isinstance(x, tuple) else x
-    kw = {"device": first.device, "dtype": first.dtype}
-    if options.method in FIXED_STEP:
-        # Fixed-step solvers step along the given grid: steps + 1 points.
-        t = torch.linspace(t0, t1, options.steps + 1, **kw)
-    else:
-        t = torch.tensor([t0, t1], **kw)
-    solve = odeint_adjoint if options.adjoint else odeint
-    extra = {"adjoint_params": tuple(func.parameters())} if options.adjoint else {}
+    # NFECounter is annotated for a tensor state; it passes any state through unchanged.
+    counter = (
+        field if isinstance(field, NFECounter) else NFECounter(cast(Callable[..., Tensor], field))
+    )
+    solver = SOLVERS[options.method]
     with counter.counting() as block:
-        path = solve(
-            func,
-            x,
-            t,
-            method=METHODS[options.method],
-            rtol=options.rtol,
-            atol=options.atol,
-            **extra,
-        )
-    final = tuple(p[-1] for p in path) if isinstance(path, tuple) else path[-1]
+        final = solver.solve(counter, x, t0, t1, options, context)
     return ODESolution(final, block.nfe)

@@ -1,36 +1,41 @@
-"""Divergence of a vector field: exact (vectorised autograd) and Hutchinson's estimator.
+r"""Divergence of a vector field: exact (vectorised autograd) and Hutchinson's estimator.
 
-One shared module (STYLE.md rule 6): continuous normalizing flows and flow-matching likelihoods
+One shared module, so that each estimator is written once: continuous normalizing flows and flow-matching likelihoods
 estimate traces of Jacobians with these functions, and residual-flow log-determinants
 (:mod:`~flowforge.estimators.logdet`) with the same probes.
+
+Every function takes a batch of events of any shape, ``(B, *event)``: ``(B, D)`` for vectors,
+``(B, C, H, W)`` for images. The divergence is the trace of the Jacobian of the flattened event,
+:math:`\sum_k \partial v_k / \partial x_k` over all ``D = prod(event)`` entries.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
 from .._registry import Registry
+from .reduce import sum_except_batch
 
 
 def divergence_exact(v: Tensor, x: Tensor, create_graph: bool = False) -> Tensor:
     r"""Exact divergence :math:`\nabla\cdot v = \mathrm{tr}(\partial v / \partial x)`, ``(B,)``.
 
-    All ``D`` vector-Jacobian products run in one batched backward pass (``is_grads_batched``),
-    not a Python loop over dimensions: cost about ``D`` backward passes of work, done at once.
+    All ``D = prod(event)`` vector-Jacobian products run in one batched backward pass
+    (``is_grads_batched``, with the identity basis shaped like the event), not a Python loop
+    over entries: cost about ``D`` backward passes of work, done at once.
 
     Args:
-        v: ``(B, D)`` output of the field, computed from ``x`` with gradients enabled.
-        x: ``(B, D)`` input that requires grad; rows must not interact (a per-sample field).
+        v: ``(B, *event)`` output of the field, computed from ``x`` with gradients enabled.
+        x: ``(B, *event)`` input that requires grad; samples must not interact (a per-sample
+            field).
         create_graph: keep the graph, to differentiate the divergence (training).
     """
-    b, d = _check(v, x)
-    basis = torch.eye(d, dtype=v.dtype, device=v.device).unsqueeze(1).expand(d, b, d)
-    (rows,) = torch.autograd.grad(v, x, basis, create_graph=create_graph, is_grads_batched=True)
-    # rows[i, b, j] = d v_{b,i} / d x_{b,j}; the trace takes j = i.
-    return torch.einsum("ibi->b", rows)
+    # rows[i, b, j] = d v_{b,i} / d x_{b,j} over flattened events; the trace takes j = i.
+    return torch.einsum("ibi->b", _jacobian_rows(v, x, create_graph))
 
 
 def divergence_hutchinson(
@@ -43,9 +48,9 @@ def divergence_hutchinson(
     backward pass.
 
     Args:
-        v: ``(B, D)`` output of the field, computed from ``x`` with gradients enabled.
-        x: ``(B, D)`` input that requires grad.
-        noise: ``(B, D)`` probe.
+        v: ``(B, *event)`` output of the field, computed from ``x`` with gradients enabled.
+        x: ``(B, *event)`` input that requires grad.
+        noise: ``(B, *event)`` probe.
         create_graph: keep the graph, to differentiate the estimate (training).
 
     References:
@@ -53,13 +58,8 @@ def divergence_hutchinson(
         splines (Hutchinson, 1990); FFJORD (Grathwohl et al., 2018)
         https://arxiv.org/abs/1810.01367
     """
-    _check(v, x)
-    if noise.shape != x.shape:
-        raise ValueError(
-            f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}"
-        )
-    (vjp,) = torch.autograd.grad(v, x, noise, create_graph=create_graph)
-    return (vjp * noise).sum(dim=1)
+    vjp, noise = _vjp(v, x, noise, create_graph)
+    return sum_except_batch(vjp * noise)
 
 
 def divergence_and_frobenius(
@@ -71,7 +71,7 @@ def divergence_and_frobenius(
 ) -> tuple[Tensor, Tensor]:
     r"""The divergence and the squared Frobenius norm of the Jacobian, from the same passes.
 
-    Exact: both from the ``D`` batched Jacobian rows, :math:`\operatorname{tr} J` and
+    Exact: both from the ``D = prod(event)`` batched Jacobian rows, :math:`\operatorname{tr} J` and
     :math:`\|J\|_F^2 = \sum_{ij} J_{ij}^2`. Hutchinson: both from one vector-Jacobian product
     :math:`\varepsilon^\top J`, as :math:`\varepsilon^\top J \varepsilon` and
     :math:`\|\varepsilon^\top J\|^2`, unbiased because
@@ -79,10 +79,10 @@ def divergence_and_frobenius(
     norm is the Jacobian regulariser of RNODE (Finlay et al., 2020).
 
     Args:
-        v: ``(B, D)`` output of the field, computed from ``x`` with gradients enabled.
-        x: ``(B, D)`` input that requires grad.
+        v: ``(B, *event)`` output of the field, computed from ``x`` with gradients enabled.
+        x: ``(B, *event)`` input that requires grad.
         method: ``"exact"`` or ``"hutchinson"`` (then ``noise`` is the probe).
-        noise: the probe for Hutchinson's estimator.
+        noise: the ``(B, *event)`` probe for Hutchinson's estimator.
         create_graph: keep the graph, to differentiate both (training).
 
     Returns:
@@ -92,18 +92,12 @@ def divergence_and_frobenius(
         How to train your neural ODE: the world of Jacobian and kinetic regularization
         (Finlay et al., 2020) https://arxiv.org/abs/2002.02798
     """
-    b, d = _check(v, x)
     method = _method(method, noise)
     if method == "exact":
-        basis = torch.eye(d, dtype=v.dtype, device=v.device).unsqueeze(1).expand(d, b, d)
-        (rows,) = torch.autograd.grad(v, x, basis, create_graph=create_graph, is_grads_batched=True)
+        rows = _jacobian_rows(v, x, create_graph)
         return torch.einsum("ibi->b", rows), rows.square().sum(dim=(0, 2))
-    if noise.shape != x.shape:
-        raise ValueError(
-            f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}"
-        )
-    (vjp,) = torch.autograd.grad(v, x, noise, create_graph=create_graph)
-    return (vjp * noise).sum(dim=1), vjp.square().sum(dim=1)
+    vjp, noise = _vjp(v, x, noise, create_graph)
+    return sum_except_batch(vjp * noise), sum_except_batch(vjp.square())
 
 
 def field_and_divergence(
@@ -113,11 +107,11 @@ def field_and_divergence(
     noise: Tensor | None = None,
     create_graph: bool = False,
 ) -> tuple[Tensor, Tensor]:
-    """Evaluate ``field(x)`` and its divergence together: ``(v (B, D), div (B,))``.
+    """Evaluate ``field(x)`` and its divergence together: ``(v (B, *event), div (B,))``.
 
     Args:
-        field: a per-sample map ``(B, D) -> (B, D)``.
-        x: ``(B, D)`` points.
+        field: a per-sample map ``(B, *event) -> (B, *event)``.
+        x: ``(B, *event)`` points.
         method: ``"exact"`` or ``"hutchinson"`` (then ``noise`` is the probe).
         noise: the probe for Hutchinson's estimator.
         create_graph: keep the graph through the divergence (training).
@@ -126,19 +120,46 @@ def field_and_divergence(
     with torch.enable_grad():
         x = x if x.requires_grad else x.detach().requires_grad_(True)
         v = field(x)
-        if method == "exact":
-            return v, divergence_exact(v, x, create_graph)
-        return v, divergence_hutchinson(v, x, noise, create_graph)
+        if method == "hutchinson" and noise is not None:  # _method refused it without a probe
+            return v, divergence_hutchinson(v, x, noise, create_graph)
+        return v, divergence_exact(v, x, create_graph)
 
 
-def _check(v: Tensor, x: Tensor) -> tuple[int, int]:
-    if x.ndim != 2 or v.shape != x.shape:
+def _check(v: Tensor, x: Tensor) -> None:
+    if x.ndim < 2 or v.shape != x.shape:
         raise ValueError(
-            f"v and x must both have shape (B, D), got v {tuple(v.shape)} and x {tuple(x.shape)}"
+            f"v and x must both have shape (B, *event), e.g. (B, D) or (B, C, H, W), and the "
+            f"same shape; got v {tuple(v.shape)} and x {tuple(x.shape)}"
         )
     if not x.requires_grad:
         raise ValueError("x must require grad, and v must be computed from it")
-    return x.shape[0], x.shape[1]
+
+
+def _jacobian_rows(v: Tensor, x: Tensor, create_graph: bool) -> Tensor:
+    r"""The per-sample Jacobians of flattened events, ``(D, B, D)``: ``[i, b, j]`` is
+    :math:`\partial v_{b,i} / \partial x_{b,j}`, from one batched backward pass."""
+    _check(v, x)
+    b, event = x.shape[0], x.shape[1:]
+    d = math.prod(event)
+    # The identity basis, one event-shaped cotangent per entry (a view: nothing is copied).
+    eye = torch.eye(d, dtype=v.dtype, device=v.device)
+    basis = eye.view(d, 1, *event).expand(d, b, *event)
+    (rows,) = torch.autograd.grad(v, x, basis, create_graph=create_graph, is_grads_batched=True)
+    return rows if rows.ndim == 3 else rows.reshape(d, b, d)
+
+
+def _vjp(v: Tensor, x: Tensor, noise: Tensor | None, create_graph: bool) -> tuple[Tensor, Tensor]:
+    r""":math:`\varepsilon^\top \partial v / \partial x`, ``(B, *event)``, one backward pass;
+    and the probe :math:`\varepsilon`."""
+    _check(v, x)
+    if noise is None:
+        raise ValueError("Hutchinson's estimator needs a probe: pass noise=probe(x)")
+    if noise.shape != x.shape:
+        raise ValueError(
+            f"noise must have the shape of x {tuple(x.shape)}, got {tuple(noise.shape)}"
+        )
+    (vjp,) = torch.autograd.grad(v, x, noise, create_graph=create_graph)
+    return vjp, noise
 
 
 #: The divergence estimators by name: ``exact`` ``(v, x, create_graph)`` and ``hutchinson``

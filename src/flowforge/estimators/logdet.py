@@ -7,7 +7,8 @@ unit disc and
 
 whose traces Hutchinson's estimator gives from vector-Jacobian products
 :math:`\varepsilon^\top J^k`, one per term. Beside the divergence estimators
-(:mod:`~flowforge.estimators.divergence`), whose ``probe`` these share (STYLE.md rule 6).
+(:mod:`~flowforge.estimators.divergence`), whose ``probe`` these share: one
+implementation of the Hutchinson probe for every trace estimate.
 
 The estimators:
 
@@ -30,12 +31,16 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .._checks import check_int, is_real
+from .._checks import check_bool, check_choice, check_int, check_number, check_positive
+from .._registry import Registry
 from .probes import PROBES, probe
 
-LOGDET_ESTIMATORS = ("exact", "series", "roulette")
+#: The log-det estimators by name (``LogDetOptions.estimator``): ``exact``, ``series`` and
+#: ``roulette``, each mapped to its function (registered below, once defined).
+LOGDET_ESTIMATORS: Registry[Callable[..., Tensor]] = Registry("estimator")
 # Up to this many features the exact log-det takes one plain backward pass per Jacobian row.
 _ROW_LOOP_MAX_FEATURES = 4
+#: The laws of the number of random terms of the Russian-roulette estimator.
 ROULETTE_DISTRIBUTIONS = ("geometric", "poisson")
 
 
@@ -74,23 +79,15 @@ class LogDetOptions:
     neumann_grad: bool = False
 
     def __post_init__(self) -> None:
-        if self.estimator not in LOGDET_ESTIMATORS:
-            raise ValueError(
-                f"estimator must be one of {', '.join(LOGDET_ESTIMATORS)}, got {self.estimator!r}"
-            )
+        LOGDET_ESTIMATORS.check(self.estimator)
         check_int(self.order, "order", 1)
         check_int(self.n_exact_terms, "n_exact_terms", 0)
-        if self.distribution not in ROULETTE_DISTRIBUTIONS:
-            raise ValueError(
-                f"distribution must be one of {', '.join(ROULETTE_DISTRIBUTIONS)}, "
-                f"got {self.distribution!r}"
-            )
-        if not (is_real(self.p) and 0 < self.p < 1):
-            raise ValueError(f"p must be a number in (0, 1), got {self.p!r}")
-        if not (is_real(self.lam) and self.lam > 0):
-            raise ValueError(f"lam must be a finite number > 0, got {self.lam!r}")
-        if self.probe not in PROBES:
-            raise ValueError(f"probe must be one of {', '.join(PROBES)}, got {self.probe!r}")
+        check_choice(self.distribution, "distribution", ROULETTE_DISTRIBUTIONS)
+        check_number(self.p, "p", above=0, below=1)
+        check_positive(self.lam, "lam")
+        check_bool(self.shared, "shared")
+        check_choice(self.probe, "probe", PROBES)
+        check_bool(self.neumann_grad, "neumann_grad")
         if self.estimator == "exact" and self.neumann_grad:
             raise ValueError(
                 "neumann_grad applies to the 'series' and 'roulette' estimators; the exact "
@@ -363,6 +360,11 @@ def _roulette_weights(
     random = torch.where(reached, 1 / survival.clamp_min(torch.finfo(torch.float64).tiny), 0.0)
     exact = torch.ones(draws, options.n_exact_terms, dtype=torch.float64, device=device)
     return torch.cat([exact, random], dim=1).to(like.dtype)
+
+
+LOGDET_ESTIMATORS.register("exact", logdet_exact)
+LOGDET_ESTIMATORS.register("series", logdet_series)
+LOGDET_ESTIMATORS.register("roulette", logdet_roulette)
 
 
 def _check(gx: Tensor, x: Tensor) -> tuple[int, int]:

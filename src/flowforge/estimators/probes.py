@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from .._checks import check_choice
+
 PROBES = ("rademacher", "gaussian")
 
 
@@ -15,7 +17,8 @@ def probe(x: Tensor, kind: str = "rademacher", generator: torch.Generator | None
     i.i.d. probes; Gaussian probes are the other common choice.
 
     Args:
-        x: ``(B, D)`` tensor whose shape, dtype and device the probe takes.
+        x: ``(B, *event)`` tensor whose shape, dtype and device the probe takes (any shape:
+            the entries are i.i.d., so the identity second moment holds over any flattening).
         kind: ``"rademacher"`` or ``"gaussian"``.
         generator: random generator (default: torch's global one).
     """
@@ -24,4 +27,5 @@ def probe(x: Tensor, kind: str = "rademacher", generator: torch.Generator | None
         return (2 * bits - 1).to(x.dtype)
     if kind == "gaussian":
         return torch.randn(x.shape, generator=generator, dtype=x.dtype, device=x.device)
-    raise ValueError(f"probe kind must be one of {PROBES}, got {kind!r}")
+    check_choice(kind, "probe kind", PROBES)  # raises: the "must be one of" error
+    raise AssertionError(f"probe kind {kind!r} is in PROBES but has no sampler here")

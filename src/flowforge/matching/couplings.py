@@ -3,7 +3,9 @@ r"""Couplings: how noise :math:`x_0` is paired with data :math:`x_1` in a miniba
 A coupling returns, for every data row ``j``, the index of the noise row it is paired with; the
 data keep their order (and so their conditioning rows). Independent pairing is the plain CFM;
 exact minibatch optimal transport straightens the paths (OT-CFM); the entropic (Sinkhorn) plan
-goes with the Schrödinger-bridge path. The transport problems are solved by POT.
+goes with the Schrödinger-bridge path. The transport problems are solved by POT, on squared
+Euclidean costs between flattened events: ``(B, *event)`` batches (images too) are paired as
+``(B, prod(event))`` vectors.
 """
 
 from __future__ import annotations

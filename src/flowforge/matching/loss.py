@@ -14,7 +14,8 @@ def cfm_loss(
     weighting: Callable[[Tensor], Tensor] | None = None,
 ) -> Tensor:
     r"""The conditional flow-matching loss
-    :math:`\frac1B \sum_i w(t_i)\, \frac1D \|v_\theta(t_i, x_{t_i}) - \dot x_{t_i}\|^2`.
+    :math:`\frac1B \sum_i w(t_i)\, \frac1D \|v_\theta(t_i, x_{t_i}) - \dot x_{t_i}\|^2`,
+    ``D`` the number of entries of one event (``C H W`` for images).
 
     Its gradient equals that of the regression onto the (intractable) marginal velocity, so
     minimising it learns the marginal field (Lipman et al., 2022, Theorem 2).
@@ -33,7 +34,7 @@ def cfm_loss(
             f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
             f"and {tuple(target.shape)}"
         )
-    if weighting is None:  # every sample has D values: the mean of means is the plain mean
+    if weighting is None:  # every sample has prod(event) values: the mean of means is the mean
         return (prediction - target).square().mean()
     per_sample = (prediction - target).square().flatten(1).mean(dim=1)
     if t is None:

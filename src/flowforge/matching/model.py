@@ -6,6 +6,8 @@ from collections.abc import Callable
 
 from torch import Tensor, nn
 
+from ..distributions.batch import Batch, LossResult
+from ..distributions.normal import BaseDistribution
 from ..dynamics import CNF, SolverOptions
 from .couplings import Coupling, IndependentCoupling
 from .loss import cfm_loss
@@ -20,20 +22,26 @@ class FlowMatching(CNF):
     re-pairs them with the ``coupling``, draws times with the ``time_sampler``, takes the point
     :math:`x_t` and velocity :math:`\dot x_t` of the ``path`` between each pair, and regresses
     :math:`v_\theta(t, x_t, c)` onto :math:`\dot x_t` (:func:`~flowforge.matching.cfm_loss`): one
-    evaluation of the field per step, no ODE solve. The trained model is a
+    evaluation of the field per step, no ODE solve. A :class:`~flowforge.Batch` that carries its
+    own noise (``Batch(x1, x0=z)``: a model's own noise/sample pairs, for reflow or
+    distillation) is regressed along the path from the given ``x0``, without drawing noise or
+    re-pairing. The trained model is a
     :class:`~flowforge.dynamics.CNF` like any other, so ``sample``, ``decode``, ``encode`` and
     the exact ``log_prob`` integrate its field, with solver options as keywords
     (``model.sample(n, method="euler", steps=4)``).
 
     Args:
         field: the vector field ``v(t, x, context=None)``.
-        base: the noise distribution at :math:`t = 0`, ``event_shape`` ``(D,)``.
+        base: the noise distribution at :math:`t = 0`, of any ``event_shape`` (``(D,)`` for
+            vectors, ``(C, H, W)`` for images).
         path: an :class:`AffinePath` (default: the linear conditional-OT path) or a
             :class:`SchrodingerBridgePath`.
         coupling: how noise is paired with data (default: independently).
         time_sampler: the distribution of :math:`t` (default: uniform).
         weighting: optional per-time weight :math:`w(t)` of the loss.
         context_dim: ``C`` conditioning features (0 for none).
+        num_classes: ``K`` class labels to condition on (0 for none; see
+            :class:`~flowforge.Model`).
         solver: default solver of sampling and likelihood (default: dopri5 at 1e-5).
 
     References:
@@ -47,15 +55,16 @@ class FlowMatching(CNF):
     def __init__(
         self,
         field: nn.Module,
-        base: nn.Module,
+        base: BaseDistribution,
         path: AffinePath | SchrodingerBridgePath | None = None,
         coupling: Coupling | None = None,
         time_sampler: TimeSampler | None = None,
         weighting: Callable[[Tensor], Tensor] | None = None,
         context_dim: int = 0,
         solver: SolverOptions | None = None,
+        num_classes: int = 0,
     ):
-        super().__init__(field, base, context_dim, solver=solver)
+        super().__init__(field, base, context_dim, num_classes=num_classes, solver=solver)
         path = path or AffinePath()
         coupling = coupling or IndependentCoupling()
         time_sampler = time_sampler or UniformTime()
@@ -73,19 +82,21 @@ class FlowMatching(CNF):
         self.time_sampler = time_sampler
         self.weighting = weighting
 
-    def _loss(self, x: Tensor, context: Tensor | None) -> Tensor:
-        x0 = self._base_sample(x.shape[0])
-        if x0.dtype != x.dtype or x0.device != x.device:
-            x0 = x0.to(x)
-        # The data keep their order, so each context row stays with its data row.
-        x0, x1 = self.coupling(x0, x)
-        t = self.time_sampler(x.shape[0], device=x.device, dtype=x.dtype)
+    def _loss(self, batch: Batch) -> LossResult:
+        x1 = batch.x1
+        if batch.x0 is None:
+            x0 = self._base_sample(x1.shape[0])
+            if x0.dtype != x1.dtype or x0.device != x1.device:
+                x0 = x0.to(x1)
+            # The data keep their order, so each context row stays with its data row.
+            x0, x1 = self.coupling(x0, x1)
+        else:
+            x0 = batch.x0  # given pairs (reflow, distillation) are kept as they come
+        t = self.time_sampler(x1.shape[0], device=x1.device, dtype=x1.dtype)
         sample = self.path.sample(x0, x1, t)
+        context = self._condition(batch.context)
         loss = cfm_loss(self.field(t, sample.x_t, context), sample.dx_t, t, self.weighting)
-        # The instance dict directly: nn.Module.__setattr__ costs more than the rest of the
-        # step's bookkeeping (this is where a plain attribute ends up anyway).
-        self.__dict__["loss_terms"] = {"cfm": float(loss.detach())}
-        return loss
+        return LossResult(loss, {"cfm": loss.detach()})
 
     def extra_repr(self) -> str:
         return (

@@ -1,5 +1,8 @@
 r"""Probability paths between noise :math:`x_0` and data :math:`x_1`: samples :math:`x_t` and
-their conditional velocities :math:`\dot x_t`, the regression targets of flow matching."""
+their conditional velocities :math:`\dot x_t`, the regression targets of flow matching.
+
+Points are batches of events of any shape, ``(B, *event)``; the per-sample times and
+coefficients broadcast over the event as ``(B, 1, ..., 1)``."""
 
 from __future__ import annotations
 
@@ -21,8 +24,9 @@ class PathSample:
     r"""A point on a conditional path and its velocity.
 
     Attributes:
-        x_t: ``(B, D)``, the point at time ``t``.
-        dx_t: ``(B, D)``, :math:`\frac{d}{dt} x_t` given the pair: the target of the regression.
+        x_t: ``(B, *event)``, the point at time ``t``.
+        dx_t: ``(B, *event)``, :math:`\frac{d}{dt} x_t` given the pair: the target of the
+            regression.
         t: ``(B,)``, the times.
     """
 
@@ -32,7 +36,8 @@ class PathSample:
 
 
 def _expand(c: Tensor, like: Tensor) -> Tensor:
-    """A per-sample coefficient ``(B,)`` shaped to broadcast over ``(B, *event)``."""
+    """A per-sample coefficient ``(B,)`` shaped ``(B, 1, ..., 1)`` to broadcast over
+    ``(B, *event)`` (a view)."""
     return c.reshape(c.shape[0], *([1] * (like.ndim - 1)))
 
 
@@ -62,7 +67,8 @@ class AffinePath:
         self.scheduler = scheduler
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor) -> PathSample:
-        r"""The path between the pairs ``(x0[i], x1[i])`` at times ``t (B,)``."""
+        r"""The path between the pairs ``(x0[i], x1[i])``, both ``(B, *event)``, at times
+        ``t (B,)``."""
         if x0.shape != x1.shape:
             raise ValueError(
                 f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}"
@@ -91,8 +97,8 @@ class AffinePath:
         :math:`\varepsilon` from :math:`x_1` needs :math:`\sigma_t > 0`.
 
         Args:
-            value: ``(B, D)``, the prediction in ``source`` form.
-            x_t: ``(B, D)``, the point it was made at.
+            value: ``(B, *event)``, the prediction in ``source`` form.
+            x_t: ``(B, *event)``, the point it was made at.
             t: ``(B,)``, the times.
             source, target: ``"velocity"``, ``"x1"`` or ``"epsilon"``.
         """
@@ -143,8 +149,8 @@ class SchrodingerBridgePath:
         self.sigma = check_positive(sigma, "sigma")
 
     def sample(self, x0: Tensor, x1: Tensor, t: Tensor, noise: Tensor | None = None) -> PathSample:
-        """The bridge between the pairs at times ``t (B,)``; ``noise`` defaults to a fresh
-        standard normal draw."""
+        """The bridge between the pairs ``x0, x1 (B, *event)`` at times ``t (B,)``; ``noise``
+        (``(B, *event)``) defaults to a fresh standard normal draw."""
         if x0.shape != x1.shape:
             raise ValueError(
                 f"x0 and x1 must have the same shape, got {tuple(x0.shape)} and {tuple(x1.shape)}"

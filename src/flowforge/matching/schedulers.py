@@ -8,6 +8,7 @@ form; the tests check the derivatives against autograd.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -138,8 +139,8 @@ class VPScheduler(Scheduler):
         return SchedulerOutput(alpha, sigma, d_alpha, d_sigma)
 
 
-#: The schedulers by name (each class's ``name``).
-SCHEDULERS: Registry[type[Scheduler]] = Registry("scheduler")
+#: The schedulers by name (each class's ``name``), called with the class's own arguments.
+SCHEDULERS: Registry[Callable[..., Scheduler]] = Registry("scheduler")
 for _cls in (CondOTScheduler, CosineScheduler, PolynomialScheduler, VPScheduler):
     SCHEDULERS.register(_cls.name, _cls)
 del _cls

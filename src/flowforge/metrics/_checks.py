@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 from torch import Tensor
 
 from .._checks import check_finite_rows, check_number
@@ -54,10 +56,12 @@ def check_pair(
     xf = check_samples(x, a, min_samples)
     yf = check_samples(y, b, min_samples)
     if xf.shape[1] != yf.shape[1]:
+        # check_samples accepted x and y, so both are tensors.
+        x_shape, y_shape = tuple(cast(Tensor, x).shape), tuple(cast(Tensor, y).shape)
         raise ValueError(
             f"{a} and {b} must have the same number of features per sample, got "
-            f"{a}: {tuple(x.shape)} ({xf.shape[1]} features) and "
-            f"{b}: {tuple(y.shape)} ({yf.shape[1]} features)"
+            f"{a}: {x_shape} ({xf.shape[1]} features) and "
+            f"{b}: {y_shape} ({yf.shape[1]} features)"
         )
     if xf.dtype != yf.dtype:
         raise TypeError(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
 import torch
@@ -204,7 +205,8 @@ def _mmd(
 
     def kernel(d: Tensor) -> Tensor:
         d2 = d.square()
-        return sum(torch.exp(d2 * (-0.5 / (h * h))) for h in bandwidths)
+        # bandwidths is non-empty, so the sum is a Tensor (never the start value 0).
+        return cast(Tensor, sum(torch.exp(d2 * (-0.5 / (h * h))) for h in bandwidths))
 
     return _mmd_form(x, y, kernel, unbiased)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import torch
 from torch import Tensor
@@ -14,9 +14,9 @@ from ._checks import check_real
 
 
 class HasLogProb(Protocol):
-    """Anything with a log-density ``log_prob(x, context=None) -> (B,)`` in nats."""
+    """Anything with a log-density ``log_prob(x, context=None, **solver) -> (B,)`` in nats."""
 
-    def log_prob(self, x: Tensor, context: Tensor | None = None) -> Tensor: ...
+    def log_prob(self, x: Tensor, context: Tensor | None = None, **solver: Any) -> Tensor: ...
 
 
 @dataclass(frozen=True)
@@ -40,7 +40,7 @@ def nll(
     x: Tensor,
     context: Tensor | None = None,
     batch_size: int = 4096,
-    **solver: object,
+    **solver: Any,
 ) -> NLLResult:
     r"""Mean negative log-likelihood :math:`-\frac1n \sum_i \log p(x_i \mid c_i)`, in nats.
 
@@ -200,3 +200,42 @@ def bits_per_dim(nll_nats: float, dim: int, levels: int | None = None) -> float:
         levels = check_int(levels, "levels", 2)
         bits += math.log2(levels)
     return bits
+
+
+def marginal_log_prob(
+    model: HasLogProb,
+    x: Tensor,
+    num_classes: int,
+    weights: Tensor | None = None,
+    **solver: Any,
+) -> Tensor:
+    r"""The label-free log-density of a model conditioned on class labels:
+    :math:`\log p(x) = \log \sum_y p(y)\, p(x \mid y)`, one :math:`\log p(x \mid y)` per label.
+
+    What a class-conditional model says about :math:`x` alone (e.g. to draw its density, or to
+    compare it with an unconditional model's :math:`-\log p(x)`), exact when the model's
+    conditional densities are. Costs ``num_classes`` evaluations of ``log_prob``.
+
+    Args:
+        model: a model with ``log_prob(x, context=labels)``, built with ``num_classes``.
+        x: ``(B, *event_shape)`` points.
+        num_classes: ``K``; the labels summed over are ``0..K-1`` (not the null label).
+        weights: ``(K,)`` non-negative class weights :math:`p(y)` (normalised here), e.g. the
+            training set's class counts; default uniform.
+        **solver: solver options of a continuous model.
+
+    Returns:
+        ``(B,)`` log-densities in nats.
+    """
+    k = check_int(num_classes, "num_classes", 2)
+    if weights is None:
+        weights = torch.ones(k, dtype=torch.float64)
+    if not isinstance(weights, Tensor) or tuple(weights.shape) != (k,):
+        got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ValueError(f"weights must be a ({k},) tensor of class weights, got {got}")
+    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or weights.sum() <= 0:
+        raise ValueError("weights must be finite, non-negative and not all zero")
+    log_w = torch.log(weights.double() / weights.double().sum()).to(x.device)
+    labels = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+    per_label = [model.log_prob(x, labels + y, **solver).double() for y in range(k)]
+    return torch.logsumexp(torch.stack(per_label, dim=1) + log_w, dim=1).to(x.dtype)

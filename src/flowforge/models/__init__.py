@@ -7,6 +7,6 @@ Example:
 """
 
 from . import discrete, residual, continuous, matching  # noqa: F401  (register the recipes)  # isort: skip
-from .registry import Recipe, available, create, recipe, register
+from .registry import Recipe, available, create, image_models, recipe, register
 
-__all__ = ["Recipe", "available", "create", "recipe", "register"]
+__all__ = ["Recipe", "available", "create", "image_models", "recipe", "register"]

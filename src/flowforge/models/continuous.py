@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
-from .._checks import check_int
 from .._registry import Registry
-from ..distributions import StandardNormal
+from ..distributions import StandardNormal, conditioning_features
 from ..dynamics import CNF, SolverOptions
 from ..estimators import DIVERGENCES
 from ..nets import TimeMLP
+from ..transforms.base import event_shape_of
 from .discrete import Hidden, _hidden_option
 from .registry import register
 
@@ -27,22 +27,24 @@ def _activation(name: object) -> type[nn.Module]:
 
 
 def vector_field(
-    dim: int,
+    shape: tuple[int, ...],
     hidden: Hidden,
     time_embedding: str,
     activation: str,
-    context_dim: int,
+    context_features: int,
     zero_output: bool = True,
 ) -> TimeMLP:
-    """A :class:`~flowforge.nets.TimeMLP`; with ``zero_output`` its output layer starts at zero:
-    :math:`v = 0`, the identity flow, which the first solves integrate in a handful of steps
-    (what maximum-likelihood training wants; flow matching regresses and needs no such start)."""
-    check_int(context_dim, "context_dim", 0)
+    """A :class:`~flowforge.nets.TimeMLP` over events of ``shape`` (flattened when the rank is
+    above 1) taking ``context_features`` conditioning features (see
+    :func:`~flowforge.distributions.conditioning_features`); with ``zero_output`` its output
+    layer starts at zero: :math:`v = 0`, the identity flow, which the first solves integrate in
+    a handful of steps (what maximum-likelihood training wants; flow matching regresses and
+    needs no such start)."""
     net = TimeMLP(
-        dim,
+        shape,
         _hidden_option(hidden),
         time_embedding=time_embedding,
-        context_features=context_dim,
+        context_features=context_features,
         activation=_activation(activation),
     )
     if zero_output:
@@ -58,9 +60,10 @@ def vector_field(
     "ffjord",
     "FFJORD: a neural-ODE flow trained by maximum likelihood (Hutchinson traces)",
     train={"lr": 3e-3},
+    images=True,
 )
 def ffjord(
-    dim: int,
+    shape: tuple[int, ...],
     hidden: Hidden = (64, 64, 64),
     time_embedding: str = "concat",
     activation: str = "tanh",
@@ -74,6 +77,7 @@ def ffjord(
     atol: float = 1e-5,
     adjoint: bool = False,
     context_dim: int = 0,
+    num_classes: int = 0,
 ) -> CNF:
     """FFJORD (Grathwohl et al., 2018): a :class:`~flowforge.dynamics.CNF` whose field is an MLP
     of ``(x, t)``, trained by maximum likelihood.
@@ -87,14 +91,21 @@ def ffjord(
 
     Evaluation (``log_prob``, ``sample``, ...) uses dopri5 at ``rtol``/``atol`` with the exact
     divergence unless told otherwise, e.g. ``model.sample(n, method="rk4", steps=8)``.
+
+    ``shape`` is the event shape, ``(D,)`` for vectors or ``(C, H, W)`` for images (an int
+    ``D`` means ``(D,)``); the field is an MLP over the flattened event either way (exact
+    divergences cost ``C H W`` backward passes per evaluation: keep Hutchinson for images).
+    ``context_dim`` conditions on float features, ``num_classes`` on class labels.
     """
-    check_int(dim, "dim", 1)
+    shape = event_shape_of(shape, "shape")
     DIVERGENCES.check(divergence)
     train_solver = SolverOptions(method, steps, rtol, atol, adjoint)
+    features = conditioning_features(context_dim, num_classes)
     return CNF(
-        vector_field(dim, hidden, time_embedding, activation, context_dim),
-        StandardNormal((dim,)),
+        vector_field(shape, hidden, time_embedding, activation, features),
+        StandardNormal(shape),
         context_dim,
+        num_classes=num_classes,
         solver=SolverOptions("dopri5", None, rtol, atol),
         train_solver=train_solver,
         train_divergence=divergence,

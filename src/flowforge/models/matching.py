@@ -4,16 +4,18 @@
 from __future__ import annotations
 
 import inspect
+from typing import Any
 
-from ..distributions import StandardNormal
+from ..distributions import StandardNormal, conditioning_features
 from ..dynamics import SolverOptions
 from ..matching import COUPLINGS, PATHS, TIME_SAMPLERS, FlowMatching
+from ..transforms.base import event_shape_of
 from .continuous import Hidden, vector_field
 from .registry import register
 
 
 def flow_matching(
-    dim: int,
+    shape: tuple[int, ...],
     hidden: Hidden = (256, 256, 256),
     time_embedding: str = "concat",
     activation: str = "silu",
@@ -31,6 +33,7 @@ def flow_matching(
     rtol: float = 1e-5,
     atol: float = 1e-5,
     context_dim: int = 0,
+    num_classes: int = 0,
 ) -> FlowMatching:
     """A :class:`~flowforge.matching.FlowMatching` model with a :class:`~flowforge.nets.TimeMLP`
     field, from names.
@@ -45,13 +48,19 @@ def flow_matching(
     checkerboard, 3 seeds, docs/matching.md). Sampling and likelihoods default to dopri5 at
     ``rtol``/``atol``; pass solver options to go faster
     (``model.sample(n, method="euler", steps=8)``).
+
+    ``shape`` is the event shape, ``(D,)`` for vectors or ``(C, H, W)`` for images (an int
+    ``D`` means ``(D,)``; the field is an MLP over the flattened event either way);
+    ``context_dim`` conditions on float features, ``num_classes`` on class labels.
     """
+    shape = event_shape_of(shape, "shape")
     p = PATHS[path](sigma_min=sigma_min, exponent=exponent, sigma=sigma)
     build_coupling = COUPLINGS[coupling]
     build_times = TIME_SAMPLERS[time_sampler]
+    features = conditioning_features(context_dim, num_classes)
     return FlowMatching(
-        vector_field(dim, hidden, time_embedding, activation, context_dim, zero_output=False),
-        StandardNormal((dim,)),
+        vector_field(shape, hidden, time_embedding, activation, features, zero_output=False),
+        StandardNormal(shape),
         path=p,
         coupling=build_coupling(sigma=sigma),
         time_sampler=build_times(
@@ -59,20 +68,21 @@ def flow_matching(
         ),
         context_dim=context_dim,
         solver=SolverOptions("dopri5", None, rtol, atol),
+        num_classes=num_classes,
     )
 
 
 _SIGNATURE = inspect.signature(flow_matching)
 
 
-def _preset(name: str, summary: str, doc: str, **defaults: object) -> None:
+def _preset(name: str, summary: str, doc: str, **defaults: Any) -> None:
     """Register ``flow_matching`` under ``name`` with other defaults; the registry reads a
     recipe's options and defaults from its signature, so the preset gets its own."""
 
-    def build(dim: int, **options: object) -> FlowMatching:
-        return flow_matching(dim, **{**defaults, **options})
+    def build(shape: tuple[int, ...], **options: Any) -> FlowMatching:
+        return flow_matching(shape, **{**defaults, **options})
 
-    build.__signature__ = _SIGNATURE.replace(
+    build.__signature__ = _SIGNATURE.replace(  # type: ignore[attr-defined]
         parameters=[
             p.replace(default=defaults.get(p.name, p.default))
             for p in _SIGNATURE.parameters.values()
@@ -80,7 +90,7 @@ def _preset(name: str, summary: str, doc: str, **defaults: object) -> None:
     )
     build.__doc__ = doc + "\n\n" + (flow_matching.__doc__ or "")
     build.__name__ = name
-    register(name, summary, train=TRAIN_DEFAULTS)(build)
+    register(name, summary, train=TRAIN_DEFAULTS, images=True)(build)
 
 
 # A regression loss on a one-evaluation step tolerates, and needs, a larger step size than the
@@ -93,7 +103,7 @@ def _preset(name: str, summary: str, doc: str, **defaults: object) -> None:
 TRAIN_DEFAULTS = {"lr": 1e-2}
 
 
-_PRESETS = {
+_PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {
     "fm": (
         "Flow matching: the conditional-OT (linear) path, independent pairs",
         "Flow matching (Lipman et al., 2022): the linear path with sigma_min = 1e-4.",

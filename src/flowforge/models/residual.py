@@ -5,11 +5,12 @@ from __future__ import annotations
 import functools
 
 from .. import transforms as T
-from .._checks import check_int
+from .._checks import check_bool, check_choice, check_int
+from ..distributions import conditioning_features
 from ..estimators import LOGDET_ESTIMATORS, LogDetOptions
 from ..nets.lipschitz import LIPSWISH_BETA, LipSwish
 from ..transforms.residual import EVAL_LOGDET_ESTIMATED, EXACT_LOGDET_MAX_FEATURES
-from .discrete import Hidden, _flow, _hidden_option
+from .discrete import Hidden, Shape, _flow, _hidden_option, _vector_shape
 from .registry import register
 
 
@@ -23,7 +24,7 @@ from .registry import register
     train={"lr": 1e-2},
 )
 def resflow(
-    dim: int,
+    shape: Shape,
     layers: int = 8,
     hidden: Hidden = (128, 128),
     coeff: float = 0.97,
@@ -40,6 +41,7 @@ def resflow(
     tol: float = 1e-5,
     max_iter: int = 500,
     context_dim: int = 0,
+    num_classes: int = 0,
     input_activation: bool = True,
     beta: float = LIPSWISH_BETA,
 ):
@@ -63,14 +65,18 @@ def resflow(
     ``"estimate"`` the roulette estimate always. ``model.log_prob_is_exact`` says which one the
     current mode gives. Sampling inverts each block by fixed-point iteration to ``tol`` (at most
     ``max_iter`` iterations, with a warning naming the residual if that is not enough).
+
+    Vectors ``(D,)`` only (``shape``; an int ``D`` means ``(D,)``): the branches are MLPs.
+    ``context_dim`` conditions on float features, ``num_classes`` on class labels; either
+    enters each branch beside ``x`` and is not part of its Lipschitz constraint.
     """
     check_int(layers, "layers", 1)
-    check_int(context_dim, "context_dim", 0)
+    features = conditioning_features(context_dim, num_classes)
+    dim = _vector_shape("resflow", shape)[0]
+    check_bool(actnorm, "actnorm")
+    check_bool(neumann_grad, "neumann_grad")
     hidden = _hidden_option(hidden)
-    if estimator not in LOGDET_ESTIMATORS:
-        raise ValueError(
-            f"estimator must be one of {', '.join(LOGDET_ESTIMATORS)}, got {estimator!r}"
-        )
+    LOGDET_ESTIMATORS.check(estimator)
     train = LogDetOptions(
         estimator,
         order=order,
@@ -85,10 +91,7 @@ def resflow(
         "exact": "exact",
         "estimate": EVAL_LOGDET_ESTIMATED,
     }
-    if eval_estimator not in evaluation:
-        raise ValueError(
-            f"eval_estimator must be one of {', '.join(evaluation)}, got {eval_estimator!r}"
-        )
+    check_choice(eval_estimator, "eval_estimator", evaluation)
     LipSwish(beta)  # validates beta once, before any block is built
     activation = functools.partial(LipSwish, beta)
     parts: list[T.Transform] = []
@@ -100,7 +103,7 @@ def resflow(
                 dim,
                 hidden,
                 coeff,
-                context_features=context_dim,
+                context_features=features,
                 n_power_iterations=n_power_iterations,
                 train_logdet=train,
                 eval_logdet=evaluation[eval_estimator],
@@ -112,4 +115,4 @@ def resflow(
         )
     if actnorm:
         parts.append(T.ActNorm(dim))
-    return _flow(dim, context_dim, parts)
+    return _flow((dim,), context_dim, parts, num_classes)

@@ -1,5 +1,6 @@
 """Conditioner and vector-field networks, and Lipschitz-constrained residual branches."""
 
+from .conv import ConvConditioner
 from .lipschitz import (
     LipschitzMLP,
     LipSwish,
@@ -9,15 +10,17 @@ from .lipschitz import (
     lipschitz_estimate,
 )
 from .made import MADE, MaskedLinear
-from .mlp import MLP
+from .mlp import MLP, MLPConditioner
 from .vector_field import TIME_EMBEDDINGS, SinusoidalEmbedding, TimeMLP
 
 __all__ = [
     "MADE",
     "MLP",
     "TIME_EMBEDDINGS",
+    "ConvConditioner",
     "LipSwish",
     "LipschitzMLP",
+    "MLPConditioner",
     "MaskedLinear",
     "SinusoidalEmbedding",
     "SpectralLinear",

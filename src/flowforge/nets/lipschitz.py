@@ -79,6 +79,10 @@ class SpectralLinear(nn.Module):
         True
     """
 
+    # The power-iteration vectors (buffers), declared for the type checker.
+    u: Tensor
+    v: Tensor
+
     def __init__(
         self,
         in_features: int,
@@ -373,6 +377,7 @@ def lipschitz_estimate(
     if x.ndim != 2:
         raise ValueError(f"x must have shape (B, m), got {tuple(x.shape)}")
     check_int(steps, "steps", 0)
+    check_positive(lr, "lr")
     points = x.detach().clone().requires_grad_(True)
     optimizer = torch.optim.Adam([points], lr=lr) if steps else None
     best = torch.zeros((), dtype=x.dtype, device=x.device)
@@ -387,7 +392,7 @@ def lipschitz_estimate(
             )
             norms = torch.linalg.matrix_norm(rows.transpose(0, 1), ord=2)
         best = torch.maximum(best, norms.detach().max())
-        if not last:
+        if optimizer is not None and not last:  # no optimizer: steps == 0, one pass
             optimizer.zero_grad()
             (-norms.sum()).backward(inputs=[points])
             optimizer.step()

@@ -14,6 +14,8 @@ from .mlp import _check_sizes
 class MaskedLinear(nn.Linear):
     """A linear layer whose weight is multiplied by a fixed binary ``mask (out, in)``."""
 
+    mask: Tensor
+
     def __init__(self, mask: Tensor):
         out_features, in_features = mask.shape
         super().__init__(in_features, out_features)

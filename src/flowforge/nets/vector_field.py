@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import itertools
 import math
+import numbers
 from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_int
 from .mlp import _check_sizes
 
 TIME_EMBEDDINGS = ("concat", "sinusoidal", "film")
@@ -37,6 +38,7 @@ class SinusoidalEmbedding(nn.Module):
             raise ValueError(f"dim must be an even number >= 2, got {dim}")
         half = dim // 2
         freqs = torch.exp(-math.log(max_period) * torch.arange(half) / half)
+        self.freqs: Tensor
         self.register_buffer("freqs", freqs, persistent=False)
         self.scale = scale
         self.dim = dim
@@ -56,15 +58,19 @@ class TimeMLP(nn.Module):
 
     ``t`` may be a scalar (as ODE solvers pass it) or one time per sample, ``(B,)``.
 
+    An event of any shape is flattened to its ``D = prod(event)`` entries on the way in and the
+    output reshaped back: an MLP over whole images, which lets image-shaped continuous models
+    run (a convolutional field suits images better). Vectors are used as they come.
+
     Args:
-        features: ``D``.
+        features: ``D`` for vectors, or the event shape, e.g. ``(C, H, W)``.
         hidden: hidden layer sizes.
         time_embedding: ``"concat"``, ``"sinusoidal"`` or ``"film"``.
         context_features: ``C``, size of the conditioning vector (0 for none).
         embedding_dim: size of the sinusoidal time features.
         activation: activation module class (SiLU is smooth, which keeps ODEs cheap to solve).
 
-    Shapes: ``t ()`` or ``(B,)``, ``x (B, D)``, ``context (B, C)`` -> ``(B, D)``.
+    Shapes: ``t ()`` or ``(B,)``, ``x (B, *event)``, ``context (B, C)`` -> ``(B, *event)``.
 
     References:
         FiLM: Visual Reasoning with a General Conditioning Layer (Perez et al., 2017)
@@ -73,7 +79,7 @@ class TimeMLP(nn.Module):
 
     def __init__(
         self,
-        features: int,
+        features: int | Sequence[int],
         hidden: Sequence[int] = (128, 128),
         time_embedding: str = "sinusoidal",
         context_features: int = 0,
@@ -83,7 +89,10 @@ class TimeMLP(nn.Module):
         super().__init__()
         check_choice(time_embedding, "time_embedding", TIME_EMBEDDINGS)
         sizes = _check_sizes(hidden)
-        self.features = features
+        self.event_shape = _event_shape(features)
+        #: ``D``, the number of entries of one event (the MLP's width at both ends).
+        self.features = features = math.prod(self.event_shape)
+        self._flatten = len(self.event_shape) > 1
         self.time_embedding = time_embedding
         # ODE solvers pay for every wiggle of the field in t: frequencies from 10 down to 0.1
         # radians per unit time (not the diffusion convention of t in [0, 1000]) keep an
@@ -106,14 +115,21 @@ class TimeMLP(nn.Module):
         self.out = nn.Linear(sizes[-1], features)
 
     def forward(self, t: Tensor | float, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if self._flatten:
+            return self._mlp(t, x.flatten(1), context).view(x.shape)
+        return self._mlp(t, x, context)
+
+    def _mlp(self, t: Tensor | float, x: Tensor, context: Tensor | None) -> Tensor:
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
         parts = [x] if context is None else [x, context]
         if self.time_embedding == "concat":
             parts.append(t[:, None])
-        emb = self.embed(t).to(x.dtype) if self.embed is not None else None
-        if self.time_embedding == "sinusoidal":
-            parts.append(emb)
+        emb = None
+        if self.embed is not None:
+            emb = self.embed(t).to(x.dtype)
+            if self.film is None:  # "sinusoidal": the features go in with x
+                parts.append(emb)
         h = torch.cat(parts, dim=1)
         for i, layer in enumerate(self.layers):
             h = self.act(layer(h))
@@ -121,3 +137,17 @@ class TimeMLP(nn.Module):
                 scale, shift = self.film[i](emb).chunk(2, dim=1)
                 h = h * (1 + scale) + shift
         return self.out(h)
+
+
+def _event_shape(features: int | Sequence[int]) -> tuple[int, ...]:
+    """``(D,)`` for an int ``D``, else the event shape itself, every entry a positive int."""
+    if isinstance(features, numbers.Integral) and not isinstance(features, bool):
+        return (check_int(features, "features", 1, "a positive int"),)
+    if isinstance(features, Sequence) and not isinstance(features, str) and len(features):
+        return tuple(
+            check_int(d, f"features[{i}]", 1, "a positive int") for i, d in enumerate(features)
+        )
+    raise TypeError(
+        f"features must be a positive int D (vectors) or a non-empty event shape such as "
+        f"(C, H, W), got {features!r}"
+    )

@@ -111,23 +111,23 @@ def has_checkpoint(run_dir: Path) -> bool:
     return (run_dir / _COMMIT).exists() and (run_dir / (MODEL_FILE + ".new")).exists()
 
 
-def check_run_dir(path: Path, name: str = "run_dir") -> Path:
+def check_run_dir(path: str | os.PathLike[str], name: str = "run_dir") -> Path:
     """``path`` as a :class:`Path`, checked to be a directory or creatable as one.
 
     Raises:
         FileExistsError: ``path``, or a folder above it, exists and is a file.
     """
-    path = Path(path)
-    for p in (path, *path.parents):
+    run_dir = Path(path)
+    for p in (run_dir, *run_dir.parents):
         if p.exists():
             if not p.is_dir():
-                what = "" if p == path else f" ({p} is a file)"
+                what = "" if p == run_dir else f" ({p} is a file)"
                 raise FileExistsError(
-                    f"{name} {path} cannot be a run directory{what}: it must be a new or "
+                    f"{name} {run_dir} cannot be a run directory{what}: it must be a new or "
                     "existing directory; choose another path"
                 )
             break
-    return path
+    return run_dir
 
 
 def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, str]]:

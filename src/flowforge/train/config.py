@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
+from typing import Any, cast
 
 from .._checks import check_bool, check_int, check_number, check_positive
 
@@ -132,9 +134,10 @@ class TrainConfig:
         budget is not held at a low learning rate for most of it.
         """
         if self.time_limit is None:
+            steps = cast(int, self.steps)  # __post_init__: without a time_limit, steps is set
             if step <= self.warmup:
                 return self.lr * step / max(self.warmup, 1)
-            progress = (step - self.warmup) / max(self.steps - self.warmup, 1)
+            progress = (step - self.warmup) / max(steps - self.warmup, 1)
         else:
             share = elapsed / self.time_limit
             warm = step / max(self.warmup, 1)
@@ -165,8 +168,10 @@ class TrainConfig:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict[str, object]) -> TrainConfig:
-        """Build from a dict (e.g. JSON or TOML); unknown keys are an error naming them."""
+    def from_dict(cls, values: Mapping[str, Any]) -> TrainConfig:
+        """Build from a dict (e.g. JSON or TOML); unknown keys are an error naming them.
+
+        The values may be of any type (they come from a file); ``__post_init__`` checks them."""
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:

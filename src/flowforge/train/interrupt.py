@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+# What ``signal.getsignal`` returns and ``signal.signal`` accepts: a handler, SIG_DFL/SIG_IGN
+# (ints) or None (a handler not installed from Python).
+_Handler = Callable[[int, FrameType | None], Any] | int | None
 
 
 class TrainingInterrupted(KeyboardInterrupt):
@@ -30,7 +37,7 @@ class SigintFlag:
 
     def __init__(self) -> None:
         self.hit = False
-        self.previous: dict[int, object] = {}
+        self.previous: dict[int, _Handler] = {}
 
     def __enter__(self) -> SigintFlag:
         try:
@@ -43,7 +50,7 @@ class SigintFlag:
             pass
         return self
 
-    def _handle(self, signum: int, frame: object) -> None:
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
         self.hit = True
         signal.signal(signum, self.previous.pop(signum))
 

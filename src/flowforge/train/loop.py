@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..distributions.batch import Batch
 from ..distributions.model import Model
 from ..dynamics.nfe import total_nfe
 from . import checkpoint as ckpt
@@ -85,8 +87,9 @@ class _Objective(nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, x: Tensor, context: Tensor | None) -> Tensor:
-        return self.model.loss(x, context)
+    def forward(self, batch: Batch) -> tuple[Tensor, Mapping[str, Tensor]]:
+        result = self.model.objective(batch)
+        return result.loss, dict(result.terms)
 
 
 def _mix(*values: int) -> int:
@@ -114,6 +117,7 @@ def train(
     run_dir: str | Path | None = None,
     train_context: Tensor | None = None,
     val_context: Tensor | None = None,
+    train_noise: Tensor | None = None,
     resume: bool = False,
     stop_at: int | None = None,
     desc: str = "train",
@@ -147,7 +151,13 @@ def train(
         config: the training options.
         val_x: held-out data for the validation NLL (optional).
         run_dir: where checkpoints and ``metrics.jsonl`` go (optional for library use).
-        train_context, val_context: ``(N, C)`` conditioning rows for conditional models.
+        train_context, val_context: the conditioning of each sample, for conditional models:
+            ``(N, C)`` float features (``context_dim=C``) or ``(N,)`` integer class labels
+            (``num_classes=K``).
+        train_noise: ``(N, *event_shape)`` base points paired with ``train_x`` row by row,
+            to train on (noise, sample) pairs (reflow, distillation): each batch is then
+            ``Batch(x1=train_x[idx], x0=train_noise[idx])``, and flow matching regresses along
+            the given pairs (:class:`~flowforge.Batch`).
         resume: continue from the checkpoint in ``run_dir``; a run directory without one (a
             run killed before its first checkpoint) starts again from step 0.
         stop_at: end this call after step ``stop_at`` with a checkpoint, as an interruption
@@ -167,18 +177,26 @@ def train(
     run_dir = ckpt.check_run_dir(run_dir) if run_dir is not None else None
     if resume and run_dir is None:
         raise ValueError("resume=True needs the run_dir to resume from")
-    if resume and not run_dir.is_dir():
+    if resume and run_dir is not None and not run_dir.is_dir():
         raise ckpt.CheckpointError(f"run directory {run_dir} does not exist")
-    fresh = not resume or not ckpt.has_checkpoint(run_dir)
+    fresh = not resume or run_dir is None or not ckpt.has_checkpoint(run_dir)
     model.train().to(info.device)
     n = train_x.shape[0]
     local = config.batch_size // info.world_size
 
-    def batch(step: int) -> tuple[Tensor, Tensor | None]:
-        idx = batch_indices(config.seed, step, n, config.batch_size)
-        idx = idx[info.rank * local : (info.rank + 1) * local]
+    _check_aligned(train_x, train_context, "train_context")
+    _check_aligned(train_x, train_noise, "train_noise")
+    if val_x is not None:
+        _check_aligned(val_x, val_context, "val_context")
+
+    def take(idx: Tensor) -> Batch:
         c = None if train_context is None else train_context[idx].to(info.device)
-        return train_x[idx].to(info.device), c
+        x0 = None if train_noise is None else train_noise[idx].to(info.device)
+        return Batch(train_x[idx].to(info.device), c, x0)
+
+    def batch(step: int) -> Batch:
+        idx = batch_indices(config.seed, step, n, config.batch_size)
+        return take(idx[info.rank * local : (info.rank + 1) * local])
 
     start = 0
     if fresh:
@@ -187,8 +205,7 @@ def train(
         torch.manual_seed(_mix(config.seed, 0, 0))
         g_idx = batch_indices(config.seed, 1, n, config.batch_size)
         with torch.no_grad():
-            ctx = None if train_context is None else train_context[g_idx].to(info.device)
-            model.loss(train_x[g_idx].to(info.device), ctx)
+            model.objective(take(g_idx))
     if fresh and run_dir is not None and info.is_main:
         from .python_run import record_run
 
@@ -200,7 +217,7 @@ def train(
     )
     ema = EMA(model, config.ema_decay) if config.ema_decay > 0 else None
     elapsed, best, bad = 0.0, (math.inf, 0), 0
-    if not fresh:
+    if not fresh and run_dir is not None:
         start, elapsed, best, bad = restore(run_dir, model, optimizer, ema, config)
     last_checkpoint = None if fresh else start
     objective: nn.Module = _Objective(model)
@@ -232,20 +249,18 @@ def train(
             lr = config.lr_at(step, time.perf_counter() - t0)
             for group in optimizer.param_groups:
                 group["lr"] = lr
-            x, c = batch(step)
-            nfe_start = total_nfe(model)
-            loss = objective(x, c)
-            nfe_forward = total_nfe(model)
+            nfe_start = total_nfe(model) or 0
+            loss, terms = objective(batch(step))
+            nfe_forward = total_nfe(model) or 0
             if any_true(not bool(torch.isfinite(loss)), info):
                 _close(bar)
                 raise TrainingDiverged(step, f"the loss is {loss.item()}", last_checkpoint)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             if counting:
-                nfe_window.append((nfe_forward - nfe_start, total_nfe(model) - nfe_forward))
-            terms = _loss_terms(model)
+                nfe_window.append((nfe_forward - nfe_start, (total_nfe(model) or 0) - nfe_forward))
             if terms:
-                terms_window.append(terms)
+                terms_window.append({k: float(v) for k, v in terms.items()})
             if config.grad_clip is not None:
                 nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
             optimizer.step()
@@ -369,13 +384,17 @@ def _stop_fields(step: int, reason: str, best: tuple[float, int], seconds: float
     }
 
 
-def _loss_terms(model: nn.Module) -> dict[str, float]:
-    terms: dict[str, float] = {}
-    for m in model.modules():
-        found = getattr(m, "loss_terms", None)
-        if isinstance(found, dict):
-            terms.update(found)
-    return terms
+def _check_aligned(x: Tensor, other: Tensor | None, name: str) -> None:
+    """``other`` (conditioning or paired noise) must have one row per row of ``x``."""
+    if other is None:
+        return
+    if not isinstance(other, Tensor):
+        raise TypeError(f"{name} must be a torch.Tensor, got {type(other).__name__}")
+    if other.ndim == 0 or other.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"{name} must have one row per sample of the data ({x.shape[0]}), "
+            f"got shape {tuple(other.shape)}"
+        )
 
 
 def _window_stats(

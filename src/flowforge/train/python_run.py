@@ -14,6 +14,7 @@ import json
 import math
 from pathlib import Path
 
+import torch
 from safetensors.torch import save as st_save
 from torch import Tensor
 
@@ -71,7 +72,7 @@ def record_run(
             options = json.loads(json.dumps(built["options"]))
         except (TypeError, ValueError):  # an option JSON cannot hold (a module, a function...)
             options = None
-    if options is None:
+    if built is None or options is None:
         path.unlink(missing_ok=True)
         (run_dir / DATA_FILE).unlink(missing_ok=True)
         return False
@@ -96,6 +97,13 @@ def record_run(
     }
     if stats is not None:
         record["standardization"] = stats
+    if model.num_classes and ("train_labels" in tensors or "val_labels" in tensors):
+        # Conditioned on labels: evaluation reloads them with the data (flowforge evaluate).
+        record["conditional"] = True
+        record["num_classes"] = k = int(model.num_classes)
+        counted = tensors.get("train_labels", tensors.get("val_labels"))
+        if counted is not None:
+            record["label_counts"] = torch.bincount(counted, minlength=k)[:k].tolist()
     ckpt.write_json_atomic(run_dir / ckpt.CONFIG_FILE, record)
     return True
 

@@ -39,6 +39,8 @@ class RunSpec:
         standardize: train on standardised data; the statistics are stored with the model, so
             ``log_prob`` and samples stay in the data's own units.
         train: the training options.
+        conditional: train a class-conditional model on the dataset's labels (the model is
+            built with ``num_classes`` = the dataset's number of classes).
     """
 
     model: str
@@ -47,14 +49,44 @@ class RunSpec:
     data_options: dict
     standardize: bool
     train: TrainConfig
+    conditional: bool = False
 
     def to_dict(self) -> dict:
-        return {
+        out = {
             "model": {"name": self.model, "options": self.model_options},
             "data": {"source": self.data, "options": self.data_options},
             "standardize": self.standardize,
             "train": self.train.to_dict(),
         }
+        if self.conditional:  # absent for unconditional runs, as in runs written before
+            out["conditional"] = True
+        return out
+
+
+def dataset_labels(dataset: data.Dataset, split: str = "train") -> torch.Tensor:
+    """The labels of ``split``, or a ``ValueError`` saying how to give a dataset labels."""
+    if dataset.labels is None or split not in dataset.labels:
+        raise ValueError(
+            f"the dataset {dataset.name!r} has no class labels to condition on; labelled "
+            "built-ins: digits, 8gaussians, 2spirals, pinwheel, rings, moons, circles; for a "
+            "file, say where its labels are: --data-option label=COLUMN (a CSV column) or "
+            "label=NAME (an .npz array)"
+        )
+    return dataset.labels[split]
+
+
+def label_counts(labels: torch.Tensor, num_classes: int) -> list[int]:
+    """How many training samples each class has: sampling without a label draws labels in
+    these proportions, so the samples follow the data's own mixture of classes."""
+    return torch.bincount(labels, minlength=num_classes).tolist()
+
+
+def _contexts(config: dict, dataset: data.Dataset) -> tuple[torch.Tensor | None, ...]:
+    """The conditioning the trainer gets, ``(train, val)``: the dataset's labels for a
+    conditional run, ``None`` otherwise."""
+    if not config.get("conditional"):
+        return None, None
+    return dataset_labels(dataset, "train"), dataset_labels(dataset, "val")
 
 
 def load_dataset(config: dict, run_dir: str | Path | None = None) -> data.Dataset:
@@ -79,10 +111,16 @@ def load_dataset(config: dict, run_dir: str | Path | None = None) -> data.Datase
 def build_model(config: dict, dataset: data.Dataset | None = None) -> Model:
     """Rebuild the (untrained) model a run's config describes, standardisation included."""
     spec = config["model"]
-    dim = int(config["dim"])
     seed = int(config["train"].get("seed", 0))
     torch.manual_seed(seed)
-    inner = models.create(spec["name"], dim=dim, **spec.get("options", {}))
+    options = dict(spec.get("options", {}))
+    if config.get("conditional"):
+        options["num_classes"] = int(config["num_classes"])
+    shape = config.get("event_shape")
+    if shape is not None and len(shape) > 1:  # images keep their shape end to end
+        inner = models.create(spec["name"], shape=tuple(int(d) for d in shape), **options)
+    else:
+        inner = models.create(spec["name"], dim=int(config["dim"]), **options)
     stats = config.get("standardization")
     if stats is None:
         return inner
@@ -118,13 +156,28 @@ def start(spec: RunSpec, out: str | Path, desc: str = "train") -> TrainResult:
     config = {"flowforge_version": __version__, **spec.to_dict(), "dim": dim}
     config["event_shape"] = list(dataset.event_shape)
     config["columns"] = list(dataset.columns) if dataset.columns else None  # CSV header names
+    if spec.conditional:
+        dataset_labels(dataset)  # a dataset without labels fails before anything is written
+        config["num_classes"] = dataset.num_classes
+        config["label_names"] = list(dataset.label_names) if dataset.label_names else None
+        config["label_counts"] = label_counts(dataset_labels(dataset), dataset.num_classes or 0)
     if spec.standardize:
         mean, std = data.fit_standardization(dataset.train)
         config["standardization"] = {"mean": mean.tolist(), "std": std.tolist()}
     model = build_model(config, dataset)
     if info.is_main:
         ckpt.write_json_atomic(out / ckpt.CONFIG_FILE, config)
-    return train(model, dataset.train, spec.train, val_x=dataset.val, run_dir=out, desc=desc)
+    train_context, val_context = _contexts(config, dataset)
+    return train(
+        model,
+        dataset.train,
+        spec.train,
+        val_x=dataset.val,
+        run_dir=out,
+        desc=desc,
+        train_context=train_context,
+        val_context=val_context,
+    )
 
 
 def _continue_existing(spec: RunSpec, out: Path, desc: str) -> TrainResult:
@@ -157,7 +210,8 @@ def _same_run(stored: dict, spec: RunSpec) -> bool:
     except (TypeError, ValueError):
         return False
     mine = json.loads(json.dumps(spec.to_dict()))  # tuples become lists, as in the file
-    same = all(stored.get(k) == mine[k] for k in ("model", "data", "standardize"))
+    keys = ("model", "data", "standardize", "conditional")
+    same = all(stored.get(k) == mine.get(k) for k in keys)
     return same and replace(stored_train, progress=True) == replace(spec.train, progress=True)
 
 
@@ -206,6 +260,7 @@ def resume(
         )
     dataset = load_dataset(config, run_dir)
     model = build_model(config, dataset)
+    train_context, val_context = _contexts(config, dataset)
     return train(
         model,
         dataset.train,
@@ -214,6 +269,8 @@ def resume(
         run_dir=run_dir,
         resume=True,
         desc=desc,
+        train_context=train_context,
+        val_context=val_context,
     )
 
 

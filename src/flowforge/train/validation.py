@@ -21,6 +21,7 @@ change which step's weights are kept as the best.
 from __future__ import annotations
 
 import time
+from typing import cast
 
 from torch import Tensor
 
@@ -96,7 +97,8 @@ class Validation:
             probe = min(PROBE_SAMPLES, self.size)
             value = self._nll(model, probe, info)
             per_sample = (time.perf_counter() - t) / probe
-            allowed = AUTO_EACH_SHARE * self.config.time_limit
+            limit = cast(float, self.config.time_limit)  # not sized: only with a time_limit
+            allowed = AUTO_EACH_SHARE * limit
             self.size = int(min(max(allowed / max(per_sample, 1e-12), probe), self.size))
             self.sized = True
             if self.size != probe:  # else the probe scored exactly the validation samples
@@ -111,6 +113,8 @@ class Validation:
         return value
 
     def _nll(self, model: Model, n: int, info: DistInfo) -> float:
+        if self.x is None:
+            raise RuntimeError("Validation.run needs held-out data; call it only when enabled")
         x = self.x[:n].to(info.device)
         context = None if self.context is None else self.context[:n].to(info.device)
         was_training = model.training

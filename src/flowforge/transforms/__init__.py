@@ -1,4 +1,5 @@
-"""Bijections with log-absolute-determinants: the transform contract and its implementations."""
+"""Bijections with log-absolute-determinants on events of any shape: the transform contract
+and its implementations."""
 
 from .autoregressive import (
     MaskedAffineAutoregressive,
@@ -6,7 +7,15 @@ from .autoregressive import (
     MaskedSplineAutoregressive,
 )
 from .base import Compose, Inverse, Transform
-from .coupling import AdditiveCoupling, AffineCoupling, Coupling, SplineCoupling
+from .coupling import (
+    CONDITIONERS,
+    AdditiveCoupling,
+    AffineCoupling,
+    Coupling,
+    SplineCoupling,
+    channel_mask,
+    checkerboard_mask,
+)
 from .elementwise import ActNorm, ElementwiseAffine
 from .linear import LULinear
 from .permutation import Permutation, RandomPermutation, Reverse
@@ -19,6 +28,7 @@ from .univariate import (
 )
 
 __all__ = [
+    "CONDITIONERS",
     "ActNorm",
     "AdditiveCoupling",
     "AdditiveTransformer",
@@ -40,4 +50,6 @@ __all__ = [
     "SplineCoupling",
     "Transform",
     "Transformer",
+    "channel_mask",
+    "checkerboard_mask",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from torch import Tensor, nn
 
 from ..nets.made import MADE
-from .base import Transform, check_features
+from .base import Transform, check_event, event_shape_of, sum_except_batch
 from .univariate import AffineTransformer, RQSplineTransformer, Transformer
 
 
@@ -19,8 +19,10 @@ class MaskedAutoregressive(Transform):
     :math:`x_i` needs :math:`x_{<i}` first. Used as the data-to-noise direction this is MAF
     (fast density); wrapped in :class:`Inverse` it is IAF (fast sampling).
 
+    Vectors only: the autoregressive order runs over the ``D`` features of a flat event.
+
     Args:
-        features: ``D``.
+        features: ``D`` (or ``(D,)``).
         transformer: the elementwise map :math:`\tau`.
         hidden: hidden sizes of the MADE.
         context_features: ``C``, size of the conditioning vector (0 for none).
@@ -36,7 +38,7 @@ class MaskedAutoregressive(Transform):
 
     def __init__(
         self,
-        features: int,
+        features: int | Sequence[int],
         transformer: Transformer,
         hidden: Sequence[int] = (128, 128),
         context_features: int = 0,
@@ -44,6 +46,13 @@ class MaskedAutoregressive(Transform):
         activation: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
+        self.event_shape = event_shape_of(features)
+        if len(self.event_shape) != 1:
+            raise ValueError(
+                f"a masked autoregressive transform takes flat vectors (D,), got event shape "
+                f"{self.event_shape}; use a coupling layer for images"
+            )
+        features = self.event_shape[0]
         self.features = features
         self.transformer = transformer
         self.made = MADE(
@@ -51,24 +60,24 @@ class MaskedAutoregressive(Transform):
         )
 
     def forward_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(x, self.features)
+        check_event(x, self.event_shape)
         y, log_deriv = self.transformer.forward_and_log_deriv(x, self.made(x, context))
-        return y, log_deriv.sum(dim=1)
+        return y, sum_except_batch(log_deriv)
 
     def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(y, self.features, "y")
+        check_event(y, self.event_shape, "y")
         # After pass k the first k features in the order are exact; the last pass computes
         # every parameter from exact inputs, so its log-derivative is the exact one.
         x = y.new_zeros(y.shape)
         for _ in range(self.features):
             x, log_deriv = self.transformer.inverse_and_log_deriv(y, self.made(x, context))
-        return x, log_deriv.sum(dim=1)
+        return x, sum_except_batch(log_deriv)
 
 
 class MaskedAffineAutoregressive(MaskedAutoregressive):
     r"""MAF layer with affine transformer, :math:`y_i = x_i \exp(s_i) + t_i`, :math:`|s_i| < b`."""
 
-    def __init__(self, features: int, scale_bound: float = 3.0, **kwargs):
+    def __init__(self, features: int | Sequence[int], scale_bound: float = 3.0, **kwargs):
         super().__init__(features, AffineTransformer(scale_bound), **kwargs)
 
 
@@ -79,5 +88,5 @@ class MaskedSplineAutoregressive(MaskedAutoregressive):
         Neural Spline Flows (Durkan et al., 2019) https://arxiv.org/abs/1906.04032
     """
 
-    def __init__(self, features: int, bins: int = 8, bound: float = 5.0, **kwargs):
+    def __init__(self, features: int | Sequence[int], bins: int = 8, bound: float = 5.0, **kwargs):
         super().__init__(features, RQSplineTransformer(bins, bound), **kwargs)

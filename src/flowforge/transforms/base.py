@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import numbers
+from collections.abc import Iterable, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor, nn
+
+from .._checks import check_int
+from ..estimators.reduce import sum_except_batch as sum_except_batch  # the one reduction
 
 
 class Transform(nn.Module):
     r"""A bijection :math:`y = f(x)` that also returns :math:`\log |\det \partial y / \partial x|`.
 
     Subclasses implement :meth:`forward_and_ladj` and :meth:`inverse_and_ladj`; everything else
-    is built on those two. The log-absolute-determinant of the Jacobian (``ladj``) has one value
-    per sample, shape ``(B,)``, where ``B`` is the leading (batch) dimension of ``x``.
+    is built on those two. ``x`` is ``(B, *event_shape)``: ``(B, D)`` for vectors, ``(B, C, H, W)``
+    for images. The log-absolute-determinant of the Jacobian (``ladj``) has one value per sample,
+    shape ``(B,)``, the sum over every entry of the event (:func:`sum_except_batch`).
 
     In a :class:`~flowforge.distributions.Flow` the forward direction is the *normalizing*
     direction, data :math:`x` to base :math:`z`, so density evaluation costs one forward call.
@@ -63,26 +69,26 @@ class Compose(Transform):
 
     def forward_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         ladj = x.new_zeros(x.shape[0])
-        for t in self.transforms:
+        for t in cast("list[Transform]", self.transforms):
             x, step = t.forward_and_ladj(x, context)
             ladj = ladj + step
         return x, ladj
 
     def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
         ladj = y.new_zeros(y.shape[0])
-        for t in reversed(self.transforms):
+        for t in reversed(cast("list[Transform]", self.transforms)):
             y, step = t.inverse_and_ladj(y, context)
             ladj = ladj + step
         return y, ladj
 
     # Without log-dets: a part whose log-det is costly (a residual block) skips it.
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
-        for t in self.transforms:
+        for t in cast("list[Transform]", self.transforms):
             x = t(x, context)
         return x
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
-        for t in reversed(self.transforms):
+        for t in reversed(cast("list[Transform]", self.transforms)):
             y = t.inverse(y, context)
         return y
 
@@ -115,15 +121,34 @@ class Inverse(Transform):
         return self.transform(y, context)
 
 
+def event_shape_of(features: int | Sequence[int], name: str = "features") -> tuple[int, ...]:
+    """The event shape a transform was given: an int ``D`` means ``(D,)``, a sequence is the
+    shape itself (``(C, H, W)`` for images). Every entry must be a positive int."""
+    if isinstance(features, numbers.Integral) and not isinstance(features, bool):
+        return (check_int(features, name, 1, "a positive int"),)
+    if isinstance(features, torch.Size | tuple | list) and len(features) > 0:
+        return tuple(
+            check_int(d, f"{name}[{i}]", 1, "a positive int") for i, d in enumerate(features)
+        )
+    raise TypeError(
+        f"{name} must be a positive int D (vectors) or a non-empty shape such as (C, H, W), "
+        f"got {features!r}"
+    )
+
+
+def check_event(x: Tensor, event_shape: tuple[int, ...], name: str = "x") -> None:
+    """Raise ``ValueError`` unless ``x`` has shape ``(B, *event_shape)`` (``event_shape`` a
+    tuple, as :func:`event_shape_of` returns)."""
+    # A torch.Size equals a tuple of the same entries; a different rank never compares equal.
+    if x.shape[1:] != event_shape:
+        shape = ", ".join(str(d) for d in event_shape)
+        raise ValueError(f"{name} must have shape (B, {shape}), got {tuple(x.shape)}")
+
+
 def check_features(x: Tensor, features: int, name: str = "x") -> None:
-    """Raise ``ValueError`` unless ``x`` has shape ``(B, features)``."""
-    if x.ndim != 2 or x.shape[-1] != features:
-        raise ValueError(f"{name} must have shape (B, {features}), got {tuple(x.shape)}")
-
-
-def sum_except_batch(x: Tensor) -> Tensor:
-    """Sum every dimension but the first: ``(B, *) -> (B,)``."""
-    return x.reshape(x.shape[0], -1).sum(dim=1)
+    """Raise ``ValueError`` unless ``x`` has shape ``(B, features)`` (:func:`check_event` for
+    vectors)."""
+    check_event(x, (features,), name)
 
 
 def zeros_ladj(x: Tensor) -> Tensor:

@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_int, is_real
+from .._checks import check_int, check_number, check_positive
 from ..estimators import LogDetOptions, as_logdet_options, residual_logdet
 from ..nets.lipschitz import LipschitzMLP, LipSwish, frozen_power_iteration
 from .base import Transform, check_features
@@ -117,11 +117,8 @@ class ResidualBlock(Transform):
         super().__init__()
         check_int(features, "features", 1)
         if branch is None:
-            if not (is_real(coeff) and 0 < coeff < 1):
-                raise ValueError(
-                    f"coeff must be a number in (0, 1): the branch must be a contraction for "
-                    f"the block to be invertible, got {coeff!r}"
-                )
+            contraction = "a number in (0, 1): the branch must be a contraction for the block to "
+            check_number(coeff, "coeff", above=0, below=1, described=contraction + "be invertible")
             branch = LipschitzMLP(
                 features,
                 hidden,
@@ -133,8 +130,7 @@ class ResidualBlock(Transform):
             )
         elif not isinstance(branch, nn.Module):
             raise TypeError(f"branch must be an nn.Module, got {type(branch).__name__}")
-        if not (is_real(tol) and tol > 0):
-            raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+        check_positive(tol, "tol")
         check_int(max_iter, "max_iter", 1)
         self.features = features
         self.branch = branch
@@ -244,9 +240,9 @@ class ResidualBlock(Transform):
                 b_next = a - jtb
                 step = None if scale is None else float((b_next - b).abs().max())
                 b = b_next
-                if step is not None and not step > tol * scale:
+                if scale is not None and step is not None and not step > tol * scale:
                     break
-            if step is not None and not step <= tol * scale:
+            if scale is not None and step is not None and not step <= tol * scale:
                 warnings.warn(
                     f"ResidualBlock inverse gradient did not converge: residual {step:.3g} > "
                     f"{tol * scale:.3g} after {iterations} iterations",

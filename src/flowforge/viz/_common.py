@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any, Literal, cast
 
 import numpy as np
 import torch
@@ -205,7 +206,8 @@ def note_if_empty(ax: Axes, batch: Batch) -> bool:
 def check_bounds(bounds: object, name: str = "bounds") -> Bounds:
     """Check that ``bounds`` is ``(xmin, xmax, ymin, ymax)``, finite, with min < max."""
     try:
-        values = tuple(float(b) for b in bounds)  # a tuple, list, array or tensor
+        # A tuple, list, array or tensor; anything else fails here and is reported below.
+        values = tuple(float(b) for b in cast(Any, bounds))
     except (TypeError, ValueError):
         raise ValueError(
             f"{name} must be four numbers (xmin, xmax, ymin, ymax), got {bounds!r}"
@@ -241,7 +243,7 @@ def auto_bounds(reference: Batch) -> Bounds:
     return (float(lo[0]), float(hi[0]), float(lo[1]), float(hi[1]))
 
 
-def aspect(bounds: Bounds) -> str:
+def aspect(bounds: Bounds) -> Literal["equal", "auto"]:
     """Equal aspect (a circle looks round) unless the ranges differ by more than 4×.
 
     Beyond that an equal-aspect panel becomes a sliver that hides the shape it should show.

@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import cast
 
 import matplotlib
 import numpy as np
@@ -52,6 +53,11 @@ def _styles(names: Sequence[str], styles: Mapping[str, Style] | None) -> dict[st
     # Models without a given style get the next ones after the given ones, never a repeat.
     extra = style_map(missing, order=[*given, *missing]) if missing else {}
     return {n: given.get(n) or extra[n] for n in names}
+
+
+def _real(value: object) -> float:
+    """A record's value, already checked to be a real number, as a float."""
+    return float(cast(float, value))
 
 
 def _legend(fig: Figure, names: Sequence[str], styles: Mapping[str, Style]) -> None:
@@ -111,13 +117,13 @@ def plot_model_curves(
         raise ValueError("x='time' needs a 'time_s' in the records of every model")
 
     def series(name: str, key: str) -> tuple[np.ndarray, np.ndarray]:
-        rows = [(float(r["step"]), float(r[key])) for r in records[name] if is_real(r.get(key))]
+        rows = [(_real(r["step"]), _real(r[key])) for r in records[name] if is_real(r.get(key))]
         if not rows:
             return np.empty(0), np.empty(0)
         steps, values = (np.asarray(v) for v in zip(*rows, strict=True))
         if use_time:
             clock = sorted(
-                (float(r["step"]), float(r["time_s"]))
+                (_real(r["step"]), _real(r["time_s"]))
                 for r in records[name]
                 if is_real(r.get("time_s"))
             )
@@ -241,7 +247,7 @@ def plot_density_grid(
     ncols = min(len(panels), _GRID_COLS)
     nrows = math.ceil(len(panels) / ncols)
     fig = new_figure(3.1 * ncols + 0.9, 3.3 * nrows + (0.4 if title else 0.0))
-    axes = []
+    axes: list[Axes] = []
     for i, (label, density, bad_count) in enumerate(panels):
         ax = fig.add_subplot(
             nrows, ncols, i + 1, sharex=axes[0] if axes else None, sharey=axes[0] if axes else None

@@ -7,6 +7,7 @@ import math
 import os
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import TypeGuard
 
 from matplotlib.figure import Figure
 
@@ -109,7 +110,7 @@ def plot_training_curves(
     return fig
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[float]:
     # bool is an int subclass, but a flag is not a measurement.
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
@@ -118,7 +119,7 @@ def _read_jsonl(path: Path) -> list[Mapping[str, object]]:
     """The JSON objects of ``path``, one a line; blank lines skipped."""
     text = path.read_text(encoding="utf-8")
     lines = text.split("\n")
-    records = []
+    records: list[Mapping[str, object]] = []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue

@@ -175,20 +175,20 @@ def log_density_grid(
     out = []
     with torch.no_grad():
         for chunk in grid.split(CHUNK):
-            lp = log_prob_fn(chunk)
+            lp: object = log_prob_fn(chunk)  # checked: a user's callable may return anything
             if isinstance(lp, Tensor):
-                lp = lp.detach().to("cpu", torch.float64).numpy()
+                values = lp.detach().to("cpu", torch.float64).numpy()
             elif isinstance(lp, np.ndarray):
-                lp = lp.astype(np.float64)
+                values = lp.astype(np.float64)
             else:
                 raise TypeError(
                     f"log_prob_fn must return a tensor of shape ({chunk.shape[0]},), "
                     f"got {type(lp).__name__}"
                 )
-            if lp.shape != (chunk.shape[0],):
+            if values.shape != (chunk.shape[0],):
                 raise ValueError(
                     f"log_prob_fn must return shape ({chunk.shape[0]},) for an input of shape "
-                    f"{tuple(chunk.shape)}, got {lp.shape}"
+                    f"{tuple(chunk.shape)}, got {values.shape}"
                 )
-            out.append(lp)
+            out.append(values)
     return np.concatenate(out).reshape(resolution, resolution)

@@ -5,12 +5,16 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import matplotlib
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .._checks import check_positive
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 DEFAULT_DPI = 150
 """Resolution of raster output (PNG) in dots per inch: a 6-inch-wide figure is 900 pixels wide."""
@@ -27,7 +31,7 @@ _METADATA: dict[str, dict[str, None]] = {
     "pdf": {"CreationDate": None},
     "svg": {"Date": None},
 }
-_RC: dict[str, dict[str, str]] = {"png": {}, "pdf": {}, "svg": {"svg.hashsalt": "flowforge"}}
+_RC: dict[str, dict[RcKeyType, Any]] = {"png": {}, "pdf": {}, "svg": {"svg.hashsalt": "flowforge"}}
 
 
 def new_figure(width: float, height: float) -> Figure:

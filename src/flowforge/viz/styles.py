@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 COLORS = (
     "#1f77b4",
@@ -43,8 +44,9 @@ class Style:
     linestyle: str
     marker: str
 
-    def line(self) -> dict[str, str]:
-        """Keyword arguments of ``Axes.plot`` for this style."""
+    def line(self) -> dict[str, Any]:
+        """Keyword arguments of ``Axes.plot`` for this style (``Any``: matplotlib types each
+        keyword more narrowly than a ``str``)."""
         return {"color": self.color, "linestyle": self.linestyle, "marker": self.marker}
 
 

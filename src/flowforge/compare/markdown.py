@@ -64,6 +64,12 @@ def _weights(loaded: dict | None) -> str:
     return "" if not loaded else f"{loaded['weights']} @ {loaded['step']}"
 
 
+def ranked(rows: list[dict]) -> list[dict]:
+    """The rows of a comparison in the report's order: by test NLL, lowest first, models whose
+    NLL is NaN or infinite last (in their given order)."""
+    return sorted(rows, key=lambda r: (not math.isfinite(r["nll_nats"]), r["nll_nats"]))
+
+
 # -- the markdown ------------------------------------------------------------------------------
 
 BEST = "◆"
@@ -168,6 +174,15 @@ def markdown(
         + f". The whole comparison took {duration(seconds)}.",
         "",
     ]
+    if rows and all(r.get("conditional") for r in rows):
+        k = dataset.num_classes
+        lines += [
+            f"Conditional: every model learned p(x | label) on the dataset's {k} class labels; "
+            "the test NLL is -log p(x | y) under each point's own label (not comparable with an "
+            "unconditional model's -log p(x)), and the samples are drawn under labels in the "
+            "training data's proportions.",
+            "",
+        ]
     if exceptions:
         lines += [
             "Except where its recipe sets its own training defaults (`flowforge models`): "
@@ -175,7 +190,8 @@ def markdown(
             + ".",
             "",
         ]
-    if dataset.entropy is not None:
+    conditional = bool(rows) and all(r.get("conditional") for r in rows)
+    if dataset.entropy is not None and not conditional:
         floor = f"{dataset.entropy:.3f}"
         if dataset.entropy_stderr:
             floor += f" ± {dataset.entropy_stderr:.3f} (Monte Carlo)"
@@ -183,11 +199,7 @@ def markdown(
             f"Entropy of the data, the floor no model's test NLL can beat: **{floor} nats**.",
             "",
         ]
-    order = sorted(
-        range(len(rows)),
-        key=lambda i: (not math.isfinite(rows[i]["nll_nats"]), rows[i]["nll_nats"]),
-    )
-    rows = [rows[i] for i in order]
+    rows = ranked(rows)
     floor = reference["floor"]
     nll_marks = best_marks([r["nll_nats"] for r in rows], [r["nll_stderr"] for r in rows])
     dist_marks = {

@@ -52,6 +52,48 @@ def _dataset(config: dict, source: str | None) -> data.Dataset:
     return load_dataset(config) if source is None else data.load(source)
 
 
+def only_label(dataset: data.Dataset, label: int) -> data.Dataset:
+    """The points of ``dataset`` of class ``label`` (in every split), as a dataset of their own:
+    what a conditional model's ``p(x | label)`` is evaluated against. Its entropy and exact
+    density are unknown (they are the whole mixture's), so they are left out."""
+    if dataset.labels is None:
+        raise ValueError(f"the dataset {dataset.name!r} has no class labels")
+    splits = {}
+    for split in ("train", "val", "test"):
+        keep = dataset.labels[split] == label
+        if int(keep.sum()) < 2:
+            raise ValueError(
+                f"the {split} split of {dataset.name!r} has {int(keep.sum())} points of label "
+                f"{label}; at least 2 are needed to evaluate it"
+            )
+        splits[split] = keep
+    return data.Dataset(
+        name=f"{dataset.name} (label {label})",
+        **{k: getattr(dataset, k)[keep] for k, keep in splits.items()},
+        event_shape=dataset.event_shape,
+        labels={k: dataset.labels[k][keep] for k, keep in splits.items()},
+        num_classes=dataset.num_classes,
+        label_names=dataset.label_names,
+        levels=dataset.levels,
+        description=f"label {label} of {dataset.name}",
+        image_shape=dataset.image_shape,
+        columns=dataset.columns,
+    )
+
+
+def _sample_labels(dataset: data.Dataset, n: int, seed: int) -> Tensor:
+    """``n`` labels drawn from the training split's labels: a conditional model's samples then
+    follow the data's own mixture of classes (and a one-class dataset gives that class)."""
+    if dataset.labels is None:
+        raise ValueError(
+            f"the model is conditional on class labels, but the dataset {dataset.name!r} has "
+            "none to evaluate it with"
+        )
+    train = dataset.labels["train"]
+    g = torch.Generator().manual_seed(seed)
+    return train[torch.randint(train.shape[0], (n,), generator=g)]
+
+
 def _flat(x: Tensor) -> Tensor:
     return x.reshape(x.shape[0], -1)
 
@@ -120,15 +162,23 @@ def evaluate_with_samples(
         x = x[: evaluation.test_points]
     dim = math.prod(model.event_shape)
     n_samples = evaluation.samples
+    # A conditional model: log p(x | y) under each point's own label, and samples under labels
+    # drawn like the data's.
+    context, sample_context = None, None
+    if model.num_classes:
+        sample_context = _sample_labels(dataset, n_samples, seed).to(model.device)
+        context = dataset.labels[split][: x.shape[0]].to(model.device)  # type: ignore[index]
     nfe = [total_nfe(model)]
     start_t = time.perf_counter()
-    result = metrics.nll(model, x.to(model.device), batch_size=_EVAL_BATCH, **solver)
+    result = metrics.nll(
+        model, x.to(model.device), context=context, batch_size=_EVAL_BATCH, **solver
+    )
     log_prob_s = time.perf_counter() - start_t
     nfe.append(total_nfe(model))
     torch.manual_seed(seed)
     start_t = time.perf_counter()
     with torch.no_grad():
-        samples = model.sample(n_samples, **solver).cpu()
+        samples = model.sample(n_samples, context=sample_context, **solver).cpu()
     sample_s = time.perf_counter() - start_t
     nfe.append(total_nfe(model))
     finite = torch.isfinite(samples.reshape(n_samples, -1)).all(dim=1)
@@ -142,9 +192,11 @@ def evaluate_with_samples(
         "split": split,
         "n": result.n,
         "nll_nats": result.mean,
+        "conditional": bool(model.num_classes),
         "nll_stderr": result.stderr,
         "bits_per_dim": metrics.bits_per_dim(result.mean, dim, levels=dataset.levels),
-        "entropy_nats": dataset.entropy,
+        # H(x) floors -log p(x), not the conditional -log p(x | y), whose floor H(x | y) is lower.
+        "entropy_nats": None if model.num_classes else dataset.entropy,
         "log_prob_seconds": log_prob_s,
         "sample_seconds": sample_s,
         "distance_seconds": distance_s,
@@ -155,14 +207,22 @@ def evaluate_with_samples(
         "distance_floor": reference["floor"],
         "distance_points": reference["size"],
         # Continuous models: function evaluations per solve (one solve per batch of rows).
-        "nfe": None
-        if nfe[0] is None
-        else {
-            "log_prob": (nfe[1] - nfe[0]) / math.ceil(result.n / _EVAL_BATCH),
-            "sample": nfe[2] - nfe[1],
-        },
+        "nfe": _nfe_row(nfe, result.n),
     }
     return row, samples
+
+
+def _nfe_row(counts: list[int | None], rows: int) -> dict[str, float] | None:
+    """Function evaluations per log-density solve (one solve per batch of ``rows``) and per
+    sampling solve, from the model's counts before, between and after them; ``None`` for a
+    model that counts none (a discrete flow)."""
+    start, log_prob, sample = counts
+    if start is None or log_prob is None or sample is None:
+        return None
+    return {
+        "log_prob": (log_prob - start) / math.ceil(rows / _EVAL_BATCH),
+        "sample": sample - log_prob,
+    }
 
 
 def evaluate_model(
@@ -173,8 +233,13 @@ def evaluate_model(
     n_samples: int = 5000,
     seed: int = 0,
     solver: dict | None = None,
+    label: int | None = None,
 ) -> dict:
-    """Test NLL (nats and bits/dim), the entropy floor when known, sample distances and timings.
+    r"""Test NLL (nats and bits/dim), the entropy floor when known, sample distances and timings.
+
+    A conditional model is scored by :math:`-\log p(x \mid y)` under each test point's own
+    label, and its samples drawn under labels in the data's proportions; with ``label``, on the
+    test points of that class only, against samples of that class.
 
     The distances (MMD², energy distance, sliced W2, exact W2; see
     :func:`flowforge.metrics.sample_distances`) are the biased V-statistics, never negative,
@@ -190,9 +255,13 @@ def evaluate_model(
         seed: seed of the sampling.
         solver: solver options of a continuous model (``method``, ``steps``, ...), for both
             the log-density and sampling; its accurate defaults when not given.
+        label: a conditional model: evaluate the class ``label`` alone.
     """
     dataset = _dataset(config, source)
+    if label is not None:
+        dataset = only_label(dataset, label)
     evaluation = Evaluation(samples=n_samples)
     reference = distance_reference(dataset, split, evaluation)
     row, _ = evaluate_with_samples(model, dataset, evaluation, reference, split, seed, solver)
-    return {"model": config["model"]["name"], **row, "weights": config.get("loaded")}
+    extra = {"label": label} if label is not None else {}
+    return {"model": config["model"]["name"], **row, **extra, "weights": config.get("loaded")}
