@@ -4,9 +4,9 @@ Probes (:func:`probe`), the divergence of a vector field (exact, or Hutchinson's
 continuous normalizing flows and flow matching, and the log-determinant of a residual map
 :math:`x \mapsto x + g(x)` (exact, power series, Russian roulette, with the Neumann-series
 gradient) for residual flows, and the one reduction over an event
-(:func:`~flowforge.estimators.reduce.sum_except_batch`): written once, at the
-bottom of the package, for every family that estimates a trace or a log-determinant. This layer imports only torch, :mod:`flowforge._checks` and
-:mod:`flowforge._registry`.
+(:func:`~flowforge.estimators.reduce.sum_except_batch`): written once, at the bottom of the
+package, for every family that estimates a trace or a log-determinant. This layer imports only
+torch, :mod:`flowforge._checks` and :mod:`flowforge._registry`.
 """
 
 from .divergence import (

@@ -1,8 +1,8 @@
 r"""Divergence of a vector field: exact (vectorised autograd) and Hutchinson's estimator.
 
-One shared module, so that each estimator is written once: continuous normalizing flows and flow-matching likelihoods
-estimate traces of Jacobians with these functions, and residual-flow log-determinants
-(:mod:`~flowforge.estimators.logdet`) with the same probes.
+One shared module, so that each estimator is written once: continuous normalizing flows and
+flow-matching likelihoods estimate traces of Jacobians with these functions, and residual-flow
+log-determinants (:mod:`~flowforge.estimators.logdet`) with the same probes.
 
 Every function takes a batch of events of any shape, ``(B, *event)``: ``(B, D)`` for vectors,
 ``(B, C, H, W)`` for images. The divergence is the trace of the Jacobian of the flattened event,

@@ -1,8 +1,8 @@
 """Flow matching: probability paths, couplings, time samplers, the CFM loss and the model.
 
-Built as composition of small parts, each replaceable on its own: ``scheduler(t)`` gives the path's coefficients,
-``path.sample(x0, x1, t)`` a point and its velocity, ``coupling(x0, x1)`` the pairing,
-``time_sampler(n)`` the times, and :func:`cfm_loss` the regression. A trained
+Built as composition of small parts, each replaceable on its own: ``scheduler(t)`` gives the
+path's coefficients, ``path.sample(x0, x1, t)`` a point and its velocity, ``coupling(x0, x1)``
+the pairing, ``time_sampler(n)`` the times, and :func:`cfm_loss` the regression. A trained
 :class:`FlowMatching` model is a CNF: it gets ``log_prob``, ``encode`` and ``decode`` from
 :mod:`flowforge.dynamics`.
 """
