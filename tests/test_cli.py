@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowforge
 from flowforge.cli import main
 from flowforge.train import checkpoint as ckpt
 from flowforge.train import load
@@ -46,6 +47,10 @@ def test_listings(capsys):
     out = capsys.readouterr().out
     assert "nsf" in out and "options: layers=5" in out
     assert "training defaults (flags and [train] override them): lr=0.01" in out
+    # Which models take images, from the registry.
+    assert "maf\n    MAF" in out and out.count("takes: vectors (D,) and images (C, H, W)") == len(
+        flowforge.models.image_models()
+    )
     assert main(["datasets"]) == 0
     out = capsys.readouterr().out
     assert "checkerboard" in out and "digits" in out

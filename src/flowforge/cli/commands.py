@@ -632,7 +632,8 @@ def run_models(args: argparse.Namespace) -> int:
     for name in models.available():
         r = models.recipe(name)
         options = ", ".join(f"{k}={v!r}" for k, v in r.options().items())
-        print(f"{name}\n    {r.summary}\n    options: {options}")
+        shapes = "vectors (D,) and images (C, H, W)" if r.images else "vectors (D,)"
+        print(f"{name}\n    {r.summary}\n    takes: {shapes}\n    options: {options}")
         if r.train_defaults:
             train = ", ".join(f"{k}={v!r}" for k, v in r.train_defaults.items())
             print(f"    training defaults (flags and [train] override them): {train}")
