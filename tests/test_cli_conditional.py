@@ -120,3 +120,24 @@ def test_evaluate_a_label_alone(digits_run, capsys):
     assert main(["evaluate", str(digits_run), "--samples", "50"]) == 0
     every = json.loads(capsys.readouterr().out)
     assert every["n"] == 447 and "label" not in every
+
+
+def test_guided_sampling_from_the_command_line(tmp_path, digits_run, capsys):
+    run = tmp_path / "fm"
+    args = ["train", "--model", "rectified", "--data", "8gaussians", "--conditional"]
+    args += ["--label-dropout", "0.2", "--steps", "5", "--out", str(run), "--no-progress"]
+    args += ["--data-option", "n_train=500", "--data-option", "n_val=100", "-o", "hidden=16"]
+    assert main(args) == 0
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"]["options"]["label_dropout"] == 0.2
+    out = tmp_path / "g.npy"
+    sample = ["sample", str(run), "--label", "3", "--guidance", "2", "-n", "8"]
+    assert (
+        main([*sample, "--solver", "method=euler", "--solver", "steps=4", "--out", str(out)]) == 0
+    )
+    assert np.load(out).shape == (8, 2)
+    assert main(["sample", str(digits_run), "--label", "3", "--guidance", "2", "-n", "2"]) == 2
+    assert "discrete flow" in capsys.readouterr().err
+    bad = ["train", "--model", "fm", "--data", "8gaussians", "--label-dropout", "0.2"]
+    assert main([*bad, "--out", str(tmp_path / "x")]) == 2
+    assert "add --conditional" in capsys.readouterr().err

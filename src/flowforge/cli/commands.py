@@ -107,6 +107,13 @@ def register_train(sub) -> None:
         help="train a class-conditional model on the dataset's labels (digits, 8gaussians, ...; "
         "a file's with --data-option label=COLUMN)",
     )
+    p.add_argument(
+        "--label-dropout",
+        type=float,
+        metavar="P",
+        help="with --conditional: the probability of training on the null label instead, so "
+        "guided sampling works (continuous models; default 0.1)",
+    )
     _add_train_flags(p)
     p.set_defaults(handler=run_train)
 
@@ -128,6 +135,7 @@ def run_train(args: argparse.Namespace) -> int:
             "out",
             "no_standardize",
             "conditional",
+            "label_dropout",
         )
         given = [a for a in run_flags if getattr(args, a)]
         given += [n for n in _TRAIN_FLAGS if n not in _RESUME_FLAGS and getattr(args, n, None)]
@@ -161,10 +169,17 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("no data given: pass --data NAME_OR_FILE (see `flowforge datasets`)")
         if not args.out:
             raise ValueError("no run directory given: pass --out DIR")
+        model_options = {**model_cfg, **parse_assignments(args.option, "--option")}
+        if args.label_dropout is not None:
+            if not args.conditional:
+                raise ValueError(
+                    "--label-dropout applies to a conditional model: add --conditional"
+                )
+            model_options["label_dropout"] = args.label_dropout
         spec = RunSpec(
             model=model,
             data=source,
-            model_options={**model_cfg, **parse_assignments(args.option, "--option")},
+            model_options=model_options,
             data_options={**data_cfg, **parse_assignments(args.data_option, "--data-option")},
             standardize=standardize,
             train=train_options(config.get("train", {}), args, model),
@@ -373,6 +388,13 @@ def register_sample(sub) -> None:
         "--plot", help="write a figure of the samples beside the data (.png, .pdf or .svg)"
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--guidance",
+        type=float,
+        metavar="W",
+        help="conditional continuous models: classifier-free guidance scale (1: the plain "
+        "conditional model, 0: the unconditional one, above 1: sharper classes)",
+    )
     _add_loading_flags(p)
     p.set_defaults(handler=run_sample)
 
@@ -413,6 +435,15 @@ def run_sample(args: argparse.Namespace) -> int:
     # The data of the figure first: a moved or deleted data file fails before any sampling.
     dataset = load_dataset(config) if plot else None
     labels = _sample_labels(config, label, args.n, args.seed)
+    if args.guidance is not None:
+        if model.solver_keys and "guidance" in model.solver_keys:
+            solver["guidance"] = args.guidance
+        else:
+            raise ValueError(
+                f"--guidance is for conditional continuous models (ffjord and the flow-matching "
+                f"recipes); {config['model']['name']} is a discrete flow, which samples p(x | y) "
+                "exactly without it"
+            )
     torch.manual_seed(args.seed)
     x = model.sample(args.n, context=labels, **solver).cpu()
     if out:

@@ -92,6 +92,7 @@ class Standardize(Model):
         self.event_shape = tuple(model.event_shape)
         self.context_dim = int(model.context_dim)
         self.num_classes = int(model.num_classes)
+        self.label_dropout = float(model.label_dropout)
         dtype = model.dtype
         mean = self._statistic(mean, "mean", dtype)
         std = self._statistic(std, "std", dtype)
@@ -150,6 +151,9 @@ class Standardize(Model):
 
     def _base_sample(self, n: int) -> Tensor:
         return self.inner._base_sample(n)
+
+    def _null(self, n: int) -> Tensor:
+        return self.inner._null(n)
 
     def _sample_and_log_prob(
         self, z: Tensor, context: Tensor | None, **solver: object

@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_batch, check_context, check_count, check_int
+from .._checks import check_batch, check_context, check_count, check_int, check_probability
 from .batch import Batch, LossResult
 
 #: Largest size of the learned label embedding: ``min(K + 1, 64)`` features for ``K`` classes,
@@ -68,6 +68,8 @@ class Model(nn.Module):
     context_dim: int = 0
     num_classes: int = 0
     label_embedding: nn.Embedding  # set by _setup_conditioning for a label model
+    null_context: nn.Parameter  # the learned "no features" row of a feature model with dropout
+    label_dropout: float = 0.0
     #: How :func:`flowforge.models.create` built the model (name, shape, options), if it did.
     created_with: dict[str, Any]
 
@@ -77,15 +79,58 @@ class Model(nn.Module):
         continuous-time model's come from the solvers it can use."""
         return ()
 
-    def _setup_conditioning(self, context_dim: int, num_classes: int = 0) -> int:
-        """Set :attr:`context_dim` and :attr:`num_classes` (and the label embedding) from a
-        constructor's arguments; return the size of the float context the networks take."""
+    def _setup_conditioning(
+        self, context_dim: int, num_classes: int = 0, label_dropout: float = 0.0
+    ) -> int:
+        """Set :attr:`context_dim`, :attr:`num_classes` and :attr:`label_dropout` (and the
+        label embedding, or a feature model's learned null row) from a constructor's arguments;
+        return the size of the float context the networks take."""
         features = conditioning_features(context_dim, num_classes)
         self.context_dim = int(context_dim)
         self.num_classes = int(num_classes)
+        self.label_dropout = check_probability(label_dropout, "label_dropout")
+        if not (self.num_classes or self.context_dim):
+            self.label_dropout = 0.0  # nothing to drop: an unconditional model
+        if self.label_dropout == 1:
+            raise ValueError(
+                "label_dropout must be below 1: at 1 every label is dropped and the model never "
+                "learns the conditional field; 0.1 to 0.2 is usual"
+            )
         if self.num_classes:
             self.label_embedding = nn.Embedding(self.num_classes + 1, features)
+        elif self.context_dim and self.label_dropout:
+            # A learned stand-in for "no features", as the null label is for labels.
+            self.null_context = nn.Parameter(torch.zeros(self.context_dim))
         return features
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the model takes a context (class labels or float features)."""
+        return bool(self.num_classes or self.context_dim)
+
+    def _null(self, n: int) -> Tensor:
+        """``n`` rows of the null context, raw (before :meth:`_condition`): the null label ``K``
+        of a label model, the learned null row of a feature model trained with label dropout."""
+        if self.num_classes:
+            return torch.full((n,), self.num_classes, dtype=torch.int64, device=self.device)
+        if self.context_dim and self.label_dropout:
+            return self.null_context.expand(n, -1)
+        raise ValueError(
+            f"{self._described()} has no null context: it is unconditional, or conditioned on "
+            "features without label_dropout"
+        )
+
+    def _drop_labels(self, context: Tensor | None) -> Tensor | None:
+        """Training with condition dropout: each sample's context replaced by the null one with
+        probability :attr:`label_dropout`, so one network learns the conditional and the
+        unconditional model (classifier-free guidance)."""
+        if context is None or not self.label_dropout or not self.training:
+            return context
+        drop = torch.rand(context.shape[0], device=context.device) < self.label_dropout
+        null = self._null(context.shape[0])
+        if context.ndim == 1:
+            return torch.where(drop, null, context)
+        return torch.where(drop[:, None], null.to(context.dtype), context)
 
     @property
     def null_label(self) -> int:
@@ -152,6 +197,7 @@ class Model(nn.Module):
                     f"batch.x0 must hold one base point per sample of batch.x1, "
                     f"({x1.shape[0]}, ...), got {tuple(x0.shape)}"
                 )
+        context = self._drop_labels(context)
         if x1 is not batch.x1 or context is not batch.context:
             batch = Batch(x1, context, x0)
         return self._loss(batch)
@@ -206,6 +252,42 @@ class Model(nn.Module):
         context = self._sample_context(n, context)
         return self._sample_and_log_prob(self._base_sample(n), context, **solver)
 
+    def classify(self, x: Tensor, prior: Tensor | None = None, **solver: object) -> Tensor:
+        r"""The class of each point by Bayes' rule: :math:`\log p(y \mid x)`, ``(B, K)``.
+
+        :math:`\log p(y \mid x) = \log p(x \mid y) + \log p(y) - \log \sum_{y'} p(x \mid y')
+        p(y')`, from the model's conditional densities over its ``K`` labels (the null label is
+        not a class): a classifier for free from any model built with ``num_classes``, exact
+        when its ``log_prob`` is. Costs ``K`` evaluations of :meth:`log_prob`;
+        ``.argmax(dim=1)`` gives the predicted labels.
+
+        Args:
+            x: ``(B, *event_shape)`` points.
+            prior: ``(K,)`` non-negative class weights :math:`p(y)` (normalised here), e.g. the
+                training set's class counts; default uniform.
+            **solver: solver options of a continuous model.
+        """
+        if not self.num_classes:
+            raise ValueError(
+                f"classify needs a model of class labels (built with num_classes=K); "
+                f"{self._described()} has none"
+            )
+        k = self.num_classes
+        if prior is None:
+            prior = torch.ones(k, dtype=torch.float64)
+        if not isinstance(prior, Tensor) or tuple(prior.shape) != (k,):
+            got = tuple(prior.shape) if isinstance(prior, Tensor) else type(prior).__name__
+            raise ValueError(f"prior must be a ({k},) tensor of class weights, got {got}")
+        if not bool(torch.isfinite(prior).all()) or bool((prior < 0).any()) or prior.sum() <= 0:
+            raise ValueError("prior must be finite, non-negative and not all zero")
+        log_prior = torch.log(prior.double() / prior.double().sum())
+        x = check_batch(x, "x", self.event_shape, self.dtype)
+        labels = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
+        joint = torch.stack(
+            [self.log_prob(x, labels + y, **solver).double() for y in range(k)], dim=1
+        ) + log_prior.to(x.device)
+        return torch.log_softmax(joint, dim=1).to(x.dtype)
+
     # -- helpers ------------------------------------------------------------------------------
     @property
     def dtype(self) -> torch.dtype:
@@ -229,6 +311,13 @@ class Model(nn.Module):
 
     def _check_solver(self, solver: dict[str, object]) -> dict[str, object]:
         unknown = sorted(set(solver) - set(self.solver_keys))
+        if "guidance" in unknown and not self.solver_keys:
+            raise TypeError(
+                f"{self._described()} is a discrete flow and takes no guidance: it samples "
+                "p(x | y) exactly with context=y, while a guided distribution, proportional to "
+                "p(x | y)^w p(x)^(1 - w), has no one-pass sampler; classifier-free guidance is "
+                "for the continuous-time models (ffjord and the flow-matching recipes)"
+            )
         if unknown and not self.solver_keys:
             raise TypeError(
                 f"{self._described()} is not a continuous-time model and takes no solver "

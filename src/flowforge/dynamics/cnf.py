@@ -11,10 +11,12 @@ Both are integrated together, as one ODE, by :func:`~flowforge.dynamics.integrat
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_number
+from .._checks import check_choice, check_number, is_real
 from ..distributions.batch import Batch, LossResult
 from ..distributions.model import Model
 from ..distributions.normal import BaseDistribution
@@ -38,13 +40,60 @@ from .solvers import solver_keywords
 SOLVER_KEYS = (*solver_keywords(), "divergence")
 
 
+#: The keyword options of classifier-free guidance, taken beside the solver's.
+GUIDANCE_KEYS = ("guidance", "guidance_interval")
+
+
+@dataclass(frozen=True)
+class Guidance:
+    r"""Classifier-free guidance of a conditional field: :math:`v_w = v(t, x, \varnothing) + w
+    \,(v(t, x, c) - v(t, x, \varnothing))` for :math:`t` in ``interval``, the conditional
+    field :math:`v(t, x, c)` elsewhere.
+
+    Attributes:
+        scale: :math:`w`; 1 is the conditional model, 0 the unconditional one, above 1 pushes
+            samples towards what sets the condition apart.
+        interval: ``(lo, hi)`` in :math:`[0, 1]`, the times guided (:math:`t = 0` noise,
+            :math:`t = 1` data); ``(0, 1)`` guides the whole path.
+    """
+
+    scale: float
+    interval: tuple[float, float] = (0.0, 1.0)
+
+    def at(self, t: float) -> float:
+        """The scale at time ``t``: ``scale`` inside the interval, 1 outside it."""
+        lo, hi = self.interval
+        return self.scale if lo <= t <= hi else 1.0
+
+
+class _Guided(nn.Module):
+    # The guided field: the conditional and the null rows stacked into one batch, so each step
+    # costs one evaluation of the network (of twice the rows), not two. Outside the guided
+    # interval only the conditional rows are evaluated. A Module, so the adjoint method finds
+    # the field's parameters through it.
+    def __init__(self, field: NFECounter, guidance: Guidance, null: Tensor):
+        super().__init__()
+        self.field = field
+        self.guidance = guidance
+        self.null = null
+
+    def forward(self, t: Tensor, x: Tensor, context: Tensor | None = None) -> Tensor:
+        w = self.guidance.at(float(t.detach()) if isinstance(t, Tensor) else float(t))
+        if w == 1.0 or context is None:  # (a guided model is conditional: context is given)
+            return self.field(t, x, context)
+        n = x.shape[0]
+        both = self.field(t, torch.cat([x, x]), torch.cat([context, self.null[:n]]))
+        conditional, unconditional = both[:n], both[n:]
+        return unconditional + w * (conditional - unconditional)
+
+
 class _Dynamics(nn.Module):
     # The augmented ODE of a CNF: the state, the accumulated divergence and (for RNODE) the
     # accumulated kinetic energy and squared Jacobian Frobenius norm. A Module, so the adjoint
     # method finds the field's parameters through it.
     def __init__(
         self,
-        field: NFECounter,
+        field: NFECounter | _Guided,
         divergence: str | None,
         noise: Tensor | None,
         regularize: bool,
@@ -114,6 +163,10 @@ class CNF(Model):
             ``event_shape`` of any rank: ``(D,)`` for vectors, ``(C, H, W)`` for images (the
             divergence is then the trace over all ``C H W`` entries).
         context_dim: ``C``, the conditioning size the field takes (0 for none).
+        label_dropout: the probability that a training sample's condition is replaced by the
+            null one (the null label ``K``, or a learned null row of features), so one network
+            learns both the conditional and the unconditional field: what classifier-free
+            guidance needs (:meth:`guidance`). 0 for none.
         num_classes: ``K`` for a CNF conditioned on class labels (the field then takes the
             label embedding's :func:`~flowforge.distributions.conditioning_features`
             features); 0 for none.
@@ -136,8 +189,9 @@ class CNF(Model):
 
     @property
     def solver_keys(self) -> tuple[str, ...]:
-        """The keyword options of :data:`SOLVER_KEYS`, read from the solver registry now."""
-        return (*solver_keywords(), "divergence")
+        """The keyword options of :data:`SOLVER_KEYS`, read from the solver registry now, and
+        the guidance options of a conditional model (:data:`GUIDANCE_KEYS`)."""
+        return (*solver_keywords(), "divergence", *GUIDANCE_KEYS)
 
     def __init__(
         self,
@@ -146,6 +200,7 @@ class CNF(Model):
         context_dim: int = 0,
         *,
         num_classes: int = 0,
+        label_dropout: float = 0.0,
         solver: SolverOptions | None = None,
         train_solver: SolverOptions | None = None,
         train_divergence: str = "hutchinson",
@@ -164,7 +219,7 @@ class CNF(Model):
                 "the base must have a non-empty event_shape, (D,) for vectors or (C, H, W) for "
                 "images, got ()"
             )
-        self._setup_conditioning(context_dim, num_classes)
+        self._setup_conditioning(context_dim, num_classes, label_dropout)
         for name, value in (("solver", solver), ("train_solver", train_solver)):
             if value is not None and not isinstance(value, SolverOptions):
                 raise TypeError(f"{name} must be a SolverOptions, got {type(value).__name__}")
@@ -188,11 +243,59 @@ class CNF(Model):
         bad value.
         """
         self._check_solver(solver)
-        solver = dict(solver)
+        solver = {k: v for k, v in solver.items() if k not in GUIDANCE_KEYS}
         divergence = DIVERGENCES.check(solver.pop("divergence", "exact"))
         if "steps" in solver and "method" not in solver:
             solver["method"] = "euler"
         return self.solver.merged(**solver), divergence
+
+    def guidance(self, **solver: object) -> Guidance | None:
+        """The :class:`Guidance` that ``guidance``/``guidance_interval`` keywords ask for, or
+        ``None`` for the plain conditional field (no guidance, or ``guidance=1`` everywhere).
+
+        Raises ``ValueError`` for guidance of an unconditional model, of one trained without
+        label dropout (it never learned the unconditional field), or a bad value.
+        """
+        if "guidance" not in solver:
+            if "guidance_interval" in solver:
+                raise ValueError("guidance_interval needs guidance=w as well")
+            return None
+        w = check_number(solver["guidance"], "guidance")
+        interval = solver.get("guidance_interval", (0.0, 1.0))
+        if (
+            not isinstance(interval, (tuple, list))
+            or len(interval) != 2
+            or not all(is_real(v) for v in interval)
+            or not 0 <= interval[0] < interval[1] <= 1
+        ):
+            raise ValueError(
+                f"guidance_interval must be (lo, hi) with 0 <= lo < hi <= 1 (t = 0 is the noise, "
+                f"t = 1 the data), got {interval!r}"
+            )
+        if not self.conditional:
+            raise ValueError(
+                f"guidance applies to a conditional model (built with num_classes=K or "
+                f"context_dim=C); {self._described()} is unconditional"
+            )
+        if w == 1.0:
+            return None
+        if not self.label_dropout:
+            raise ValueError(
+                f"guidance={w:g} needs the unconditional field, which a model learns only with "
+                "label dropout: this one was built with label_dropout=0; build it with "
+                "label_dropout=0.1 (the recipes' default) and train it again"
+            )
+        return Guidance(w, (float(interval[0]), float(interval[1])))
+
+    def _refuse_guided_density(self, solver: dict[str, object]) -> None:
+        guided = self.guidance(**solver)
+        if guided is not None:
+            raise ValueError(
+                f"log_prob with guidance={guided.scale:g}: a guided field is not the velocity of "
+                "any normalised density's flow, so it defines no log-likelihood; log_prob "
+                "takes guidance=1 (the conditional density log p(x | y)) or the null label "
+                "(the unconditional p(x)). Guided samples are for sampling and decoding."
+            )
 
     def _solve(
         self,
@@ -203,10 +306,16 @@ class CNF(Model):
         options: SolverOptions,
         divergence: str | None = None,
         regularize: bool = False,
+        guidance: Guidance | None = None,
     ):
+        field: NFECounter | _Guided = self.field
+        if guidance is not None:
+            null = self._condition(self._null(x.shape[0]))
+            if null is not None:
+                field = _Guided(self.field, guidance, null.to(x.dtype))
         context = self._condition(context)
         noise = probe(x, self.probe) if divergence == "hutchinson" else None
-        dynamics = _Dynamics(self.field, divergence, noise, regularize)
+        dynamics = _Dynamics(field, divergence, noise, regularize)
         state: Tensor | tuple[Tensor, ...]
         if divergence is None:
             state = x
@@ -219,6 +328,7 @@ class CNF(Model):
 
     # -- the model protocol ------------------------------------------------------------------
     def _log_prob(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
+        self._refuse_guided_density(solver)
         options, divergence = self.solver_options(**solver)
         # Integrating d(acc)/dt = div v from t = 1 down to 0 leaves acc = -int_0^1 div v dt.
         z, acc = self._solve(x, 1.0, 0.0, context, options, divergence)
@@ -226,11 +336,11 @@ class CNF(Model):
 
     def _encode(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         options, _ = self.solver_options(**solver)
-        return self._solve(x, 1.0, 0.0, context, options)
+        return self._solve(x, 1.0, 0.0, context, options, guidance=self.guidance(**solver))
 
     def _decode(self, z: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         options, _ = self.solver_options(**solver)
-        return self._solve(z, 0.0, 1.0, context, options)
+        return self._solve(z, 0.0, 1.0, context, options, guidance=self.guidance(**solver))
 
     def _base_sample(self, n: int) -> Tensor:
         return self.base.sample(n)
@@ -254,6 +364,7 @@ class CNF(Model):
     ) -> tuple[Tensor, Tensor]:
         # One solve of the state and the divergence from the base point z:
         # log p_1(x_1) = log p_0(z) - int_0^1 div v dt.
+        self._refuse_guided_density(solver)
         options, divergence = self.solver_options(**solver)
         x, acc = self._solve(z, 0.0, 1.0, context, options, divergence)
         return x, self.base.log_prob(z) - acc

@@ -42,6 +42,9 @@ class FlowMatching(CNF):
         context_dim: ``C`` conditioning features (0 for none).
         num_classes: ``K`` class labels to condition on (0 for none; see
             :class:`~flowforge.Model`).
+        label_dropout: the probability that a training sample's condition is replaced by the
+            null one, so the field also learns the unconditional velocity (classifier-free
+            guidance: ``sample(n, context=y, guidance=w)``).
         solver: default solver of sampling and likelihood (default: dopri5 at 1e-5).
 
     References:
@@ -63,8 +66,16 @@ class FlowMatching(CNF):
         context_dim: int = 0,
         solver: SolverOptions | None = None,
         num_classes: int = 0,
+        label_dropout: float = 0.0,
     ):
-        super().__init__(field, base, context_dim, num_classes=num_classes, solver=solver)
+        super().__init__(
+            field,
+            base,
+            context_dim,
+            num_classes=num_classes,
+            label_dropout=label_dropout,
+            solver=solver,
+        )
         path = path or AffinePath()
         coupling = coupling or IndependentCoupling()
         time_sampler = time_sampler or UniformTime()
