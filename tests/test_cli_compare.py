@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -354,3 +355,171 @@ def test_python_compare_checks_its_arguments(tmp_path):
     steps = plan(["nice"], budget="thorough", train={"steps": 50}, samples=300)
     assert (steps.config("nice").steps, steps.config("nice").time_limit) == (50, None)
     assert steps.evaluation.samples == 300 and steps.evaluation.exact_w2
+
+
+# -- conditional comparisons: samples by label, label accuracy per guidance scale ---------------
+
+
+def _guidance_table(text: str) -> list[str]:
+    """The rows of the report's guidance table (the reference row first)."""
+    section = text.split("## Conditional samples by guidance scale", 1)[1]
+    return [line for line in section.splitlines() if line.startswith("| ")][1:]
+
+
+@pytest.fixture(scope="module")
+def conditional_report(tmp_path_factory):
+    from flowforge.cli import main
+
+    out = tmp_path_factory.mktemp("conditional") / "c"
+    config = out.parent / "small.toml"
+    config.write_text("[data]\n" + "".join(f"{k} = {v}\n" for k, v in SMALL_DATA.items()))
+    argv = ["compare", "--data", "8gaussians", "--models", "nice,fm", "--steps", "30"]
+    argv += ["--batch-size", "64", "--samples", "200", "--no-progress", "--conditional"]
+    argv += ["--guidance-scales", "0,1,3", "--config", str(config), "--out", str(out)]
+    assert main(argv) == 0
+    return out, (out / "report.md").read_text(), json.loads((out / "results.json").read_text())
+
+
+def test_conditional_compare_measures_each_continuous_model_at_every_scale(conditional_report):
+    _, text, results = conditional_report
+    rows = {r["model"]: r for r in results["results"]}
+    assert [g["guidance"] for g in rows["fm"]["guidance"]] == [0.0, 1.0, 3.0]
+    assert [g["guidance"] for g in rows["nice"]["guidance"]] == [1.0]  # a discrete flow: w = 1
+    assert [g["guided"] for g in rows["nice"]["guidance"]] == [False]
+    labels = results["labels"]
+    assert 0.9 <= labels["test_accuracy"] <= 1  # 8 well-separated blobs: the classifier is good
+    assert labels["classifier"] == "knn" and len(labels["samples_per_label"]) == 8
+    for row in rows.values():
+        for g in row["guidance"]:
+            assert 0 <= g["label_accuracy"] <= 1
+            assert g["n_samples"] == sum(labels["samples_per_label"])
+            assert len(g["energy_distance_per_label"]) == 8
+            assert g["energy_distance"] == pytest.approx(sum(g["energy_distance_per_label"]) / 8)
+    # One table row per model and scale, after the classifier's row on real test points.
+    table = _guidance_table(text)
+    assert table[0].startswith("| *real test points (the classifier)* | — | ")
+    assert f"{labels['test_accuracy']:.3f}" in table[0]
+    models = [line.split(" | ")[0].strip("| ") for line in table[1:]]
+    assert sorted(models) == ["fm", "fm", "fm", "nice"]
+    assert [line.split(" | ")[1] for line in table[1:] if line.startswith("| fm ")] == [
+        "0",
+        "1",
+        "3",
+    ]
+    (nice,) = [line for line in table if line.startswith("| nice ")]
+    assert "| 1 (discrete flow: no guidance) |" in nice
+    assert "Discrete flows are measured at w = 1 only" in text
+    assert "adaptive dopri5" in text  # the solver of the table is stated
+
+
+def test_conditional_compare_draws_samples_by_label(conditional_report):
+    import matplotlib.image
+
+    out, text, _ = conditional_report
+    image = matplotlib.image.imread(out / "samples_by_label.png")
+    assert image.shape[0] > 100 and image[..., :3].var() > 1e-4
+    assert "![samples_by_label.png](samples_by_label.png)" in text
+    assert "coloured by the label they were drawn for" in text
+
+
+def test_conditional_compare_of_images_draws_a_row_per_class(tmp_path, monkeypatch):
+    from flowforge.compare import compare
+
+    figures = {}
+
+    def keep(fig, path, **kwargs):
+        figures[Path(path).name] = fig
+        return save_figure(fig, path, **kwargs)
+
+    monkeypatch.setattr(viz, "save_figure", keep)
+    small = Evaluation(samples=60, distance_points=50, exact_w2=False, test_points=40)
+    result = compare(
+        ["nsf"],
+        "digits",
+        out=tmp_path / "d",
+        train={"steps": 3, "batch_size": 64, "progress": False},
+        evaluation=replace(small, label_samples=12),
+        conditional=True,
+    )
+    (row,) = result.rows
+    assert [g["guidance"] for g in row["guidance"]] == [1.0]
+    assert result.results["labels"]["samples_per_label"] == [12] * 10
+    fig = figures["samples_by_label.png"]
+    assert [ax.get_title() for ax in fig.axes] == ["data", "nsf"]
+    for ax in fig.axes:  # ten digit rows, named 0..9
+        assert [t.get_text() for t in ax.get_yticklabels()] == [str(k) for k in range(10)]
+    assert "one row per class" in result.report.read_text()
+
+
+def test_guidance_scales_are_checked(tmp_path, capsys):
+    from flowforge.cli import main
+    from flowforge.compare import plan
+
+    base = ["compare", "--models", "nice", "--out", str(tmp_path / "x")]
+    assert main([*base, "--guidance-scales", "0,1"]) == 2
+    assert "pass conditional=True (--conditional)" in capsys.readouterr().err
+    assert main([*base, "--conditional", "--guidance-scales", "0,one"]) == 2
+    assert "--guidance-scales must be comma-separated numbers" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="each scale once, got 1 more than once"):
+        plan(["fm"], conditional=True, guidance=(1, 2, 1))
+    with pytest.raises(ValueError, match="finite"):
+        plan(["fm"], conditional=True, guidance=(float("nan"),))
+    with pytest.raises(TypeError, match="sequence of guidance scales"):
+        plan(["fm"], conditional=True, guidance="0,1")
+    assert plan(["fm"], conditional=True, guidance=[2, 0]).evaluation.guidance == (2.0, 0.0)
+    assert plan(["fm"], conditional=True).evaluation.guidance == (0.0, 1.0, 2.0, 4.0)
+    assert not (tmp_path / "x").exists()
+
+
+def test_a_cheaper_guidance_solver_is_used_and_named(tmp_path):
+    from flowforge.compare import compare
+
+    with pytest.raises(ValueError, match="label_samples must be an int >= 2"):
+        Evaluation(label_samples=1)
+    with pytest.raises(ValueError, match="guidance_steps must be an int >= 1 or None"):
+        Evaluation(guidance_steps=0)
+    cheap = Evaluation(
+        samples=50,
+        distance_points=50,
+        exact_w2=False,
+        test_points=40,
+        density_resolution=8,
+        label_samples=10,
+        guidance=(1, 2),
+        guidance_method="euler",
+        guidance_steps=4,
+    )
+    assert cheap.guidance_solver == {"method": "euler", "steps": 4}
+    result = compare(
+        ["fm"],
+        "8gaussians",
+        out=tmp_path / "e",
+        train={"steps": 3, "batch_size": 64, "progress": False},
+        data_options=SMALL_DATA,
+        evaluation=cheap,
+        conditional=True,
+    )
+    (row,) = result.rows
+    assert [g["solver"] for g in row["guidance"]] == [{"method": "euler", "steps": 4}] * 2
+    assert result.results["labels"]["solver"] == {"method": "euler", "steps": 4}
+    assert "(euler, 4 steps for every model;" in result.report.read_text()
+
+
+def test_compare_reports_the_straightness_of_flow_matching_models(tmp_path):
+    import flowforge as ff
+
+    result = ff.compare.compare(
+        models=["nice", "rectified", "otfm"],
+        data="checkerboard",
+        out=tmp_path / "s",
+        train={"steps": 30, "batch_size": 64, "progress": False},
+        data_options=SMALL_DATA,
+        samples=200,
+    )
+    rows = {r["model"]: r for r in result.results["results"]}
+    assert rows["nice"]["straightness"] is None  # a discrete flow has no path
+    for name in ("rectified", "otfm"):
+        assert rows[name]["straightness"] > 0
+    text = result.report.read_text()
+    assert "Straightness of the flow-matching models' own paths" in text
+    assert f"rectified {rows['rectified']['straightness']:.3g}" in text

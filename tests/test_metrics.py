@@ -511,3 +511,81 @@ def test_marginal_log_prob_of_a_labelled_mixture():
         ff.metrics.marginal_log_prob(TwoGaussians(), x, 2, weights=torch.ones(3))
     with pytest.raises(ValueError, match="non-negative"):
         ff.metrics.marginal_log_prob(TwoGaussians(), x, 2, weights=torch.tensor([-1.0, 2.0]))
+
+
+# -- classifiers of conditional samples -----------------------------------------------------------
+def test_knn_classifies_the_8gaussians_components():
+    data = ff.data.load("8gaussians", n_train=5000, n_val=10, n_test=4000)
+    clf = ff.metrics.fit_classifier(data.train, data.labels["train"])
+    # auto: two features are few enough for neighbours.
+    assert clf.kind == "knn" and clf.num_classes == 8 and clf.dim == 2
+    # Neighbouring centres are 3 standard deviations from their midpoint: Bayes error ~0.2 %.
+    assert clf.accuracy(data.test, data.labels["test"]) > 0.98
+    predicted = clf.predict(data.test)
+    assert predicted.dtype == torch.int64 and predicted.shape == (4000,)
+    assert set(predicted.tolist()) == set(range(8))
+
+
+def test_logistic_classifies_the_digits():
+    data = ff.data.load("digits")
+    clf = ff.metrics.fit_classifier(data.train, data.labels["train"])
+    assert clf.kind == "logistic" and clf.num_classes == 10 and clf.dim == 64
+    assert clf.accuracy(data.test, data.labels["test"]) > 0.9
+    per_class = clf.class_accuracies(data.test, data.labels["test"])
+    assert len(per_class) == 10 and min(per_class) > 0.7
+    # The same images as (N, 1, 8, 8) are classified alike.
+    images = ff.data.load("digits", image=True)
+    assert torch.equal(clf.predict(images.test), clf.predict(data.test))
+
+
+def test_classifier_of_shuffled_labels_is_at_chance():
+    data = ff.data.load("digits")
+    shuffled = data.labels["train"][torch.randperm(len(data.train))]
+    for kind in ("logistic", "knn"):
+        clf = ff.metrics.fit_classifier(data.train, shuffled, kind=kind)
+        # Chance is 0.1; 447 test points give a standard error of 0.014.
+        assert abs(clf.accuracy(data.test, data.labels["test"]) - 0.1) < 0.06
+
+
+def test_label_accuracy_counts_samples_recognised_as_their_label():
+    x = torch.cat([torch.randn(60, 3) - 4, torch.randn(60, 3) + 4, torch.randn(60, 3) * 0.1])
+    y = torch.arange(3).repeat_interleave(60)
+    clf = ff.metrics.fit_classifier(x, y, kind="logistic")
+    samples = torch.cat([torch.randn(10, 3) - 4, torch.randn(10, 3) + 4])
+    # Drawn for labels 0 and 1, but the first 10 are claimed to be class 1 too: half are right.
+    assert ff.metrics.label_accuracy(clf, samples, torch.ones(20, dtype=torch.int64)) == 0.5
+    assert ff.metrics.label_accuracy(clf, samples[10:], 1) == 1.0
+    per_class = clf.class_accuracies(samples, torch.tensor([0] * 10 + [1] * 10))
+    assert per_class[:2] == (1.0, 1.0) and math.isnan(per_class[2])
+
+
+def test_fit_classifier_rejects_bad_inputs():
+    x, y = torch.randn(40, 2), torch.arange(4).repeat(10)
+    fit = ff.metrics.fit_classifier
+    with pytest.raises(TypeError, match=r"y must be a \(B,\) integer tensor.*y\.long\(\)"):
+        fit(x, y.float())
+    with pytest.raises(ValueError, match=r"shape \(40,\), got \(39,\)"):
+        fit(x, y[:39])
+    with pytest.raises(ValueError, match="labels in 0 or more, got labels from -1"):
+        fit(x, y - 1)
+    with pytest.raises(ValueError, match=r"class 2: 0"):
+        fit(x, torch.where(y == 2, 3, y))
+    with pytest.raises(ValueError, match=r"class 4: 0, class 5: 0"):
+        fit(x, y, num_classes=6)
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        fit(x, torch.zeros(40, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"15 neighbours and needs at least that many .*, got 8"):
+        fit(x[:8], y[:8], kind="knn")
+    with pytest.raises(ValueError, match="kind must be one of logistic, knn; got 'knm'"):
+        fit(x, y, kind="knm")
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        fit(torch.full((40, 2), math.nan), y)
+    clf = fit(x, y, kind="logistic")
+    with pytest.raises(ValueError, match=r"must have 2 features per sample.*got shape \(5, 3\)"):
+        clf.predict(torch.randn(5, 3))
+    with pytest.raises(
+        ValueError, match=r"labels in 0\.\.3 for the classifier, which knows 4 classes, got label 4"
+    ):
+        ff.metrics.label_accuracy(clf, torch.randn(5, 2), 4)
+    with pytest.raises(TypeError, match="classifier must be a Classifier"):
+        ff.metrics.label_accuracy(object(), torch.randn(5, 2), 0)

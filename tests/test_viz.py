@@ -22,6 +22,7 @@ from flowforge.viz import (
     plot_density,
     plot_images,
     plot_samples,
+    plot_samples_by_label,
     plot_training_curves,
     save_figure,
 )
@@ -55,6 +56,16 @@ BUILDERS = {
     "comparison-5d": lambda: plot_comparison({"a": points(d=5), "b": points(d=5, seed=2)}),
     "comparison-images": lambda: plot_comparison(
         {"a": torch.rand(5, 3, 6, 6)}, torch.rand(5, 3, 6, 6)
+    ),
+    "by-label-2d": lambda: plot_samples_by_label(
+        {"a": points(), "b": points(seed=2)},
+        torch.arange(400) % 4,
+        data=points(seed=1),
+        data_labels=torch.arange(400) % 4,
+    ),
+    "by-label-1d": lambda: plot_samples_by_label(points(d=1), torch.arange(400) % 3),
+    "by-label-images": lambda: plot_samples_by_label(
+        {"a": torch.rand(30, 64)}, torch.arange(30) % 10, image_shape=(1, 8, 8)
     ),
 }
 
@@ -581,3 +592,98 @@ def test_plots_label_axes_with_column_names():
     fig = plot_comparison({"m": points()}, points(seed=1), columns=["u", "v"], colors={"m": "red"})
     assert fig.axes[1].get_xlabel() == "u" and fig.axes[1].title.get_color() == "red"
     assert fig.axes[0].get_xlabel() == "u"
+
+
+# -- samples by label --------------------------------------------------------------------------
+
+
+def labelled_points(k: int = 4, per: int = 100, seed: int = 0):
+    y = torch.arange(k).repeat_interleave(per)
+    return points(k * per, seed=seed) + 4 * torch.stack([y % 2, y // 2], 1).double(), y
+
+
+def test_by_label_colours_each_class_the_same_in_every_panel_key_outside():
+    from matplotlib.colors import to_hex
+
+    from flowforge.viz import class_colors
+
+    x, y = labelled_points()
+    fig = plot_samples_by_label(
+        {"a": x, "b": x[:200]},
+        {"a": y, "b": y[:200]},
+        data=x,
+        data_labels=y,
+        label_names=list("pqrs"),
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["data", "a", "b"]
+    palette = class_colors(4)
+    for ax in fig.axes:
+        (dots,) = ax.collections
+        offsets = torch.as_tensor(np.asarray(dots.get_offsets()))
+        drawn = [to_hex(c) for c in dots.get_facecolors()]
+        # Each point keeps its class's colour (the points are drawn in a shuffled order).
+        rows = torch.cdist(offsets, x).argmin(dim=1)
+        assert drawn == [palette[int(y[r])] for r in rows]
+        # Shuffled, not one class after another: the first 40 points hold every class present.
+        assert len(set(drawn[:40])) == len(set(drawn))
+        assert ax.get_xlim() == fig.axes[0].get_xlim()
+    fig.canvas.draw()
+    (legend,) = fig.legends
+    assert [t.get_text() for t in legend.get_texts()] == list("pqrs")
+    box = legend.get_window_extent()
+    assert not any(box.overlaps(ax.get_window_extent()) for ax in fig.axes)
+
+
+def test_by_label_images_one_row_per_class_named_on_the_left():
+    images = torch.rand(25, 1, 8, 8)
+    y = torch.tensor([0] * 12 + [2] * 13)  # class 1 has no samples: an all-white row
+    fig = plot_samples_by_label({"m": images}, y, num_classes=3, per_row=5)
+    (ax,) = fig.axes
+    grid = ax.images[0].get_array()
+    assert grid.shape == (3 * 9 + 1, 5 * 9 + 1)
+    assert [t.get_text() for t in ax.get_yticklabels()] == ["0", "1", "2"]
+    first = np.asarray(grid[1:9, 1:9])
+    assert np.allclose(first, images[0, 0].numpy())  # row 0 starts with class 0's first sample
+    assert (np.asarray(grid[10:18]) == 1).all()  # the empty class: white cells
+    assert np.allclose(np.asarray(grid[19:27, 1:9]), images[12, 0].numpy())
+
+
+def test_by_label_drops_non_finite_rows_with_their_labels():
+    x, y = labelled_points()
+    x[:7] = float("nan")
+    fig = plot_samples_by_label(x, y)
+    (ax,) = fig.axes
+    assert "7 of 400 rows NaN/inf, dropped" in ax.get_title()
+    assert len(ax.collections[0].get_offsets()) == 393
+
+
+@pytest.mark.parametrize(
+    ("labels", "kwargs", "error", "match"),
+    [
+        (torch.zeros(399, dtype=torch.long), {}, ValueError, r"shape \(400,\), one label per row"),
+        (torch.zeros(400), {}, TypeError, "integer class labels"),
+        (torch.full((400,), -1), {}, ValueError, "class indices >= 0"),
+        (torch.full((400,), 5), {"num_classes": 3}, ValueError, r"classes 0..2 \(num_classes=3\)"),
+        (torch.zeros(400, dtype=torch.long), {"label_names": ["a", "b"]}, ValueError, "each of"),
+        (torch.zeros(400, dtype=torch.long), {"data": points()}, ValueError, "data_labels"),
+        ({"other": torch.zeros(400, dtype=torch.long)}, {}, ValueError, "no entry for 'a'"),
+    ],
+)
+def test_by_label_errors(labels, kwargs, error, match):
+    with pytest.raises(error, match=match):
+        plot_samples_by_label({"a": points()}, labels, **kwargs)
+
+
+def test_by_label_panels_must_be_one_kind():
+    with pytest.raises(ValueError, match="same kind"):
+        plot_samples_by_label(
+            {"a": points(), "b": torch.rand(400, 1, 4, 4)}, torch.zeros(400, dtype=torch.long)
+        )
+
+
+def test_class_colors_distinct_for_many_classes():
+    from flowforge.viz import class_colors
+
+    for k in (1, 10, 11, 20, 37):
+        colors = class_colors(k)
+        assert len(colors) == k == len(set(colors))

@@ -266,17 +266,35 @@ def check_context(
 
 
 def check_labels(
-    labels: object, num_classes: int, batch: int | None, name: str = "context"
+    labels: object,
+    num_classes: int | None,
+    batch: int | None,
+    name: str = "context",
+    *,
+    null: bool = True,
+    owner: str | None = None,
 ) -> Tensor:
-    """Check that ``labels`` is a ``(B,)`` integer tensor with values in ``0..num_classes``
-    (``num_classes`` itself is the null label); return it as int64.
+    """Check that ``labels`` is a ``(B,)`` integer tensor of class labels; return it as int64.
+
+    The labels must lie in ``0..num_classes`` when ``null`` (``num_classes`` itself is the
+    null label of a model), in ``0..num_classes - 1`` otherwise, and be non-negative when
+    ``num_classes`` is ``None``. ``owner`` says whose classes they are in the range error
+    (default: "a model built with num_classes=K").
 
     Raises:
         TypeError: not a tensor, a float or bool tensor.
         ValueError: missing, wrong shape or batch size, or a label out of range.
     """
     k = num_classes
-    expected = f"a (B,) integer tensor of class labels in 0..{k - 1} ({k} is the null label)"
+    if k is None:
+        expected = "a (B,) integer tensor of class labels"
+        span = "0 or more"
+    elif null:
+        expected = f"a (B,) integer tensor of class labels in 0..{k - 1} ({k} is the null label)"
+        span = f"0..{k - 1} ({k} is the null label)"
+    else:
+        expected = f"a (B,) integer tensor of class labels in 0..{k - 1}"
+        span = f"0..{k - 1}"
     if labels is None:
         raise ValueError(
             f"this model is conditional on class labels (num_classes={k}) and needs {name}: "
@@ -284,10 +302,12 @@ def check_labels(
         )
     if not isinstance(labels, Tensor):
         raise TypeError(f"{name} must be {expected}, got {type(labels).__name__}")
+    built = owner or f"a model built with num_classes={k}"
     if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
         raise TypeError(
-            f"{name} must be {expected} for a model built with num_classes={k}, got a "
-            f"{labels.dtype} tensor; convert it with {name}.long()"
+            f"{name} must be {expected}"
+            + (f" for {built}" if k is not None and owner is None else "")
+            + f", got a {labels.dtype} tensor; convert it with {name}.long()"
         )
     if labels.ndim != 1 or (batch is not None and labels.shape[0] != batch):
         want = f"({batch},)" if batch is not None else "(B,)"
@@ -297,9 +317,9 @@ def check_labels(
     if labels.numel() == 0:
         raise ValueError(f"{name} must hold at least one label, got shape {tuple(labels.shape)}")
     low, high = int(labels.min()), int(labels.max())
-    if low < 0 or high > k:
-        raise ValueError(
-            f"{name} must hold class labels in 0..{k - 1} ({k} is the null label) for a model "
-            f"built with num_classes={k}, got labels from {low} to {high}"
-        )
+    top = None if k is None else (k if null else k - 1)
+    if low < 0 or (top is not None and high > top):
+        got = f"label {low}" if low == high else f"labels from {low} to {high}"
+        where = "" if k is None else f" for {built}"
+        raise ValueError(f"{name} must hold class labels in {span}{where}, got {got}")
     return labels.long()

@@ -1,4 +1,5 @@
-"""The subcommands: ``train``, ``sample``, ``evaluate``, ``compare``, ``datasets``, ``models``."""
+"""The subcommands: ``train``, ``sample``, ``evaluate``, ``compare``, ``reflow``, ``datasets``,
+``models``."""
 
 from __future__ import annotations
 
@@ -574,6 +575,12 @@ def register_compare(sub) -> None:
         action="store_true",
         help="condition every model on the dataset's class labels (docs/conditioning.md)",
     )
+    p.add_argument(
+        "--guidance-scales",
+        metavar="W,W,...",
+        help="with --conditional: the guidance scales of the report's label-accuracy table "
+        "for continuous models (default 0,1,2,4; discrete flows: 1 only)",
+    )
     _add_train_flags(
         p, steps_default="none: equal time, see --budget", time_default="the --budget preset's"
     )
@@ -598,6 +605,18 @@ def compare_train(table: dict, args: argparse.Namespace) -> dict[str, object]:
     return values
 
 
+def _guidance_scales(text: str | None) -> tuple[float, ...] | None:
+    """``--guidance-scales 0,1,2,4`` as numbers (checked further by the library)."""
+    if text is None:
+        return None
+    try:
+        return tuple(float(w) for w in text.split(",") if w.strip())
+    except ValueError:
+        raise ValueError(
+            f"--guidance-scales must be comma-separated numbers, e.g. 0,1,2,4, got {text!r}"
+        ) from None
+
+
 def run_compare(args: argparse.Namespace) -> int:
     from ..compare import compare
 
@@ -620,8 +639,102 @@ def run_compare(args: argparse.Namespace) -> int:
         standardize=standardize,
         samples=args.samples,
         conditional=args.conditional,
+        guidance=_guidance_scales(args.guidance_scales),
     )
     print(f"report written to {result.report}")
+    return 0
+
+
+# -- reflow ------------------------------------------------------------------------------------
+
+
+def register_reflow(sub) -> None:
+    p = sub.add_parser(
+        "reflow",
+        help="retrain a flow-matching run on its own noise/sample pairs (straighter, fewer steps)",
+        description="Reflow (Liu et al., 2022): draw N pairs (z, decode(z)) of a trained "
+        "flow-matching run (adaptive dopri5, kept in --out as pairs-R.safetensors), train a "
+        "copy of it on the straight path between them, and write a normal run to --out that "
+        "sample, evaluate and compare read. --distill makes the last round a one-step "
+        "distillation (sample it with --solver steps=1). Run the same command again to "
+        "resume a stopped reflow. Prints the transport cost and straightness per round.",
+        epilog="examples:\n"
+        "  flowforge reflow runs/rectified --out runs/2-rectified --pairs 20000 --steps 3000\n"
+        "  flowforge reflow runs/2-rectified --out runs/distilled --distill\n"
+        "  flowforge sample runs/distilled --solver steps=1 --plot one-step.png",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run_dir", metavar="RUN", help="the trained flow-matching run")
+    p.add_argument("--out", required=True, help="the new run directory")
+    p.add_argument(
+        "--pairs", type=int, default=10_000, help="noise/sample pairs per round (default 10000)"
+    )
+    p.add_argument("--steps", type=int, help="training steps per round (default: the source run's)")
+    p.add_argument(
+        "--rounds", type=int, default=1, help="reflow rounds: k gives a (k+1)-rectified flow"
+    )
+    p.add_argument(
+        "--distill", action="store_true", help="make the last round a one-step distillation"
+    )
+    p.add_argument(
+        "--seed", type=int, default=0, help="seed of round 1's noise; round R uses seed + R - 1"
+    )
+    p.add_argument(
+        "--solver",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="solver of the pair generation (default: method=dopri5 rtol=1e-5 atol=1e-5)",
+    )
+    p.add_argument(
+        "--chunk-size", type=int, default=4096, help="pairs per solve (bounds memory; default 4096)"
+    )
+    p.add_argument(
+        "--no-warm-start",
+        action="store_true",
+        help="train each round from a fresh initialisation instead of a copy of the model",
+    )
+    p.add_argument("--lr", type=float, help="peak learning rate (default: the source run's)")
+    p.add_argument("--batch-size", type=int, help="batch size (default: the source run's)")
+    p.add_argument("--device", help="auto, cpu, cuda, cuda:N (default: the source run's)")
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+    p.set_defaults(handler=run_reflow)
+
+
+def run_reflow(args: argparse.Namespace) -> int:
+    from ..train import reflow_run
+
+    check_int(args.pairs, "--pairs", 1, "a positive number of pairs")
+    check_int(args.rounds, "--rounds", 1, "a positive number of rounds")
+    check_int(args.chunk_size, "--chunk-size", 1, "a positive number of pairs per solve")
+    changes = {
+        k: getattr(args, k) for k in ("lr", "batch_size", "device") if getattr(args, k) is not None
+    }
+    result = reflow_run(
+        args.run_dir,
+        args.out,
+        pairs=args.pairs,
+        steps=args.steps,
+        rounds=args.rounds,
+        distill=args.distill,
+        seed=args.seed,
+        warm_start=not args.no_warm_start,
+        solver=parse_assignments(args.solver, "--solver"),
+        chunk_size=args.chunk_size,
+        train_changes=changes,
+        progress=not args.no_progress,
+    )
+    print(f"source {args.run_dir}: straightness {result.source_straightness:.4g}")
+    for r in result.rounds:
+        what = "distilled" if r.distill else "reflowed"
+        print(
+            f"round {r.round} ({what}, {r.pairs} pairs, seed {r.seed}): transport cost "
+            f"{r.transport_cost:.4g}, straightness {r.straightness:.4g}; run in {r.run_dir}"
+        )
+    print(
+        f"run saved in {args.out}; sample it with: flowforge sample {shlex.quote(args.out)} "
+        "--solver steps=1"
+    )
     return 0
 
 
@@ -676,6 +789,7 @@ SUBCOMMANDS = (
     register_sample,
     register_evaluate,
     register_compare,
+    register_reflow,
     register_datasets,
     register_models,
 )

@@ -32,12 +32,14 @@ from .. import models as _models
 from .._checks import check_int
 from .budgets import BUDGETS, Budget, get_budget, train_configs
 from .evaluation import Evaluation, evaluate_model
+from .guidance import GUIDANCE_SCALES, check_scales
 from .markdown import best_marks, ranked
 from .report import model_styles, run
 from .spec import Comparison, ComparisonResult
 
 __all__ = [
     "BUDGETS",
+    "GUIDANCE_SCALES",
     "Budget",
     "Comparison",
     "ComparisonResult",
@@ -64,6 +66,7 @@ def plan(
     samples: int | None = None,
     evaluation: Evaluation | None = None,
     conditional: bool = False,
+    guidance: Sequence[float] | None = None,
 ) -> Comparison:
     """The :class:`Comparison` that :func:`compare` runs, checked, before anything trains.
 
@@ -81,6 +84,13 @@ def plan(
     evaluation = preset.evaluation if evaluation is None else evaluation
     if samples is not None:
         evaluation = replace(evaluation, samples=check_int(samples, "samples", 2))
+    if guidance is not None:
+        if not conditional:
+            raise ValueError(
+                "guidance scales measure a conditional comparison; pass conditional=True "
+                "(--conditional) with guidance= (--guidance-scales)"
+            )
+        evaluation = replace(evaluation, guidance=check_scales(guidance))
     return Comparison(
         models=tuple(names),
         data=data,
@@ -105,6 +115,7 @@ def compare(
     samples: int | None = None,
     evaluation: Evaluation | None = None,
     conditional: bool = False,
+    guidance: Sequence[float] | None = None,
 ) -> ComparisonResult:
     """Train ``models`` on ``data`` within the same budget, evaluate them alike, write the report.
 
@@ -128,7 +139,11 @@ def compare(
         samples: samples per model for the distances and figures (default: the evaluation's).
         evaluation: what is measured (default: the budget preset's).
         conditional: train every model conditionally on the dataset's class labels (each
-            scored by log p(x | its label); docs/conditioning.md).
+            scored by log p(x | its label); docs/conditioning.md), and add the figure of
+            samples by label and the table of label accuracy and per-label energy distance
+            per guidance scale (``compare/guidance.py``).
+        guidance: the guidance scales of that table for continuous models (default
+            ``(0, 1, 2, 4)``, :data:`GUIDANCE_SCALES`); discrete flows are measured at 1 only.
 
     Returns:
         The paths written and the measurements; ``result.ranking`` lists the models by test
@@ -148,5 +163,6 @@ def compare(
         samples=samples,
         evaluation=evaluation,
         conditional=conditional,
+        guidance=guidance,
     )
     return run(comparison, out)

@@ -45,7 +45,9 @@ BUDGETS: dict[str, Budget] = {
         # The continuous models' exact log-densities set the cost: 5,000 test points (standard
         # error about 0.01 nats on the checkerboard), a 64 x 64 density grid (one solver call),
         # and no exact W2 (seconds a model; the sliced one stays).
-        Evaluation(test_points=5000, exact_w2=False, density_resolution=64),
+        # A conditional comparison: 200 samples a label and guidance scale (4 scales of 8
+        # labels: a few seconds a continuous model with its default dopri5, docs/cli.md).
+        Evaluation(test_points=5000, exact_w2=False, density_resolution=64, label_samples=200),
         f"{QUICK_SECONDS:g} s a model, test NLL on 5,000 test points, 64 x 64 density images",
     ),
     "thorough": Budget(

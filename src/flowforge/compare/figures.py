@@ -137,3 +137,55 @@ def curves_figure(
     viz.save_figure(fig, out / "curves.png")
     in_seconds = fig.axes[0].get_xlabel() == "training time (s)"
     return "curves.png", curves_caption(losses, in_seconds)
+
+
+def image_shape(dataset: data.Dataset) -> tuple[int, ...] | None:
+    """``(C, H, W)`` of image data (flat rows with ``image_shape``, or image events), else
+    ``None``."""
+    if dataset.image_shape is not None:
+        return tuple(dataset.image_shape)
+    return tuple(dataset.event_shape) if len(dataset.event_shape) == 3 else None
+
+
+def samples_by_label_figure(
+    dataset: data.Dataset,
+    by_label: dict[str, tuple[Tensor, Tensor]],
+    reference: dict,
+    out: Path,
+    scale: float = 1.0,
+) -> tuple[str, str]:
+    """Write ``out/samples_by_label.png`` (a conditional comparison): each model's samples of
+    every label at guidance ``scale`` (discrete flows: 1), beside test points of each; return
+    its file name and caption."""
+    targets = reference["targets"]
+    data_labels = torch.cat([torch.full((t.shape[0],), k) for k, t in enumerate(targets)])
+    fig = viz.plot_samples_by_label(
+        {name: x for name, (x, _) in by_label.items()},
+        {name: y for name, (_, y) in by_label.items()},
+        num_classes=dataset.num_classes,
+        label_names=dataset.label_names,
+        data=torch.cat(targets),
+        data_labels=data_labels,
+        image_shape=image_shape(dataset),
+        columns=dataset_columns(dataset),
+        # No model colours on the frames: here colours are classes.
+    )
+    viz.save_figure(fig, out / "samples_by_label.png")
+    at = (
+        "guidance scale 1 (the conditional model itself)"
+        if scale == 1
+        else f"guidance scale {scale:g} (discrete flows: 1, their conditional model)"
+    )
+    if image_shape(dataset) is not None:
+        caption = (
+            f"Samples by label at {at}: the test images first, then one grid per model, "
+            f"one row per class, its first {viz.labels.PER_ROW} samples drawn for that class."
+        )
+    else:
+        caption = (
+            f"Samples by label at {at}: test points first, then each model's samples, "
+            "coloured by the label they were drawn for (one colour per class in every panel, "
+            "the key below; here colours are classes, not models), as many of each label as "
+            "the table measures."
+        )
+    return "samples_by_label.png", caption

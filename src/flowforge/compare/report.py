@@ -19,7 +19,14 @@ from ..matching.model import FlowMatching
 from ..train import RunSpec, TrainConfig, load, start
 from ..train.checkpoint import write_atomic, write_json_atomic
 from .evaluation import Evaluation, distance_reference, evaluate_with_samples
-from .figures import bounds, curves_figure, densities_figure, samples_figure
+from .figures import (
+    bounds,
+    curves_figure,
+    densities_figure,
+    samples_by_label_figure,
+    samples_figure,
+)
+from .guidance import figure_scale, guidance_rows, label_reference, label_summary
 from .markdown import STOP_REASONS, duration, markdown, shared_setting
 from .spec import Comparison, ComparisonResult
 
@@ -46,7 +53,9 @@ def run(comparison: Comparison, out: str | Path) -> ComparisonResult:
     normal run directory), ``out/results.json``, ``out/samples.png`` (samples per model beside
     the data; pairwise views for D > 2), ``out/densities.png`` (2-D data: every model's
     density on one scale beside the true one), ``out/curves.png`` (training curves) and
-    ``out/report.md``. The report states the budget rule (equal seconds, equal steps, or
+    ``out/report.md``; a conditional comparison also ``out/samples_by_label.png`` and the
+    report's table of label accuracy and per-label energy distance per guidance scale
+    (``compare/guidance.py``). The report states the budget rule (equal seconds, equal steps, or
     both), the steps each model reached and why it stopped, and names the settings in which
     models differ.
 
@@ -74,6 +83,11 @@ def run(comparison: Comparison, out: str | Path) -> ComparisonResult:
     reference = distance_reference(dataset, "test", evaluation)
     two_d = dataset.event_shape == (2,)
     box = bounds(dataset.test) if two_d else None
+    # One classifier, fit once on the training split, scores every model's labelled samples.
+    labelled = None
+    if comparison.conditional:
+        labelled = label_reference(dataset, evaluation.label_samples)
+    by_label: dict[str, tuple[Tensor, Tensor]] = {}
     rows: list[dict] = []
     samples: dict[str, Tensor] = {}
     densities: dict[str, np.ndarray] = {}
@@ -90,6 +104,14 @@ def run(comparison: Comparison, out: str | Path) -> ComparisonResult:
         row, samples[name], grid = _evaluate_run(model, dataset, evaluation, reference, box)
         if grid is not None:
             densities[name] = grid
+        if labelled is not None:
+            t = time.perf_counter()
+            guided, shown, shown_labels = guidance_rows(
+                model, labelled, evaluation.guidance, evaluation.guidance_solver
+            )
+            row["guidance"], by_label[name] = guided, (shown, shown_labels)
+            row["guidance_seconds"] = time.perf_counter() - t
+            row["eval_seconds"] += row["guidance_seconds"]
         row = {
             "model": name,
             **row,
@@ -114,6 +136,9 @@ def run(comparison: Comparison, out: str | Path) -> ComparisonResult:
     styles = model_styles(names)
     colors = {n: s.color for n, s in styles.items()}
     figures = [samples_figure(dataset, samples, colors, out)]
+    if labelled is not None:
+        scale = figure_scale(evaluation.guidance)
+        figures.append(samples_by_label_figure(dataset, by_label, labelled, out, scale))
     if box is not None:
         figures.append(densities_figure(dataset, densities, box, evaluation, colors, out))
     records = {n: _records(out / "runs" / n / "metrics.jsonl") for n in names}
@@ -134,10 +159,20 @@ def run(comparison: Comparison, out: str | Path) -> ComparisonResult:
         "seconds": seconds,
         "results": rows,
     }
+    if labelled is not None:
+        results["labels"] = label_summary(labelled, evaluation.guidance_solver)
     write_json_atomic(out / "results.json", results)
     report = out / "report.md"
     text = markdown(
-        dataset, configs, rows, figures, evaluation, reference, comparison.budget, seconds
+        dataset,
+        configs,
+        rows,
+        figures,
+        evaluation,
+        reference,
+        comparison.budget,
+        seconds,
+        labels=results.get("labels"),
     )
     write_atomic(report, text.encode())
     return ComparisonResult(out, report, results)

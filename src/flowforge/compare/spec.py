@@ -96,7 +96,9 @@ class ComparisonResult:
         results: what ``out/results.json`` holds: the settings, the data-to-data distance
             floor and ``"results"``, one row per model in training order (test NLL in
             ``nll_nats`` with ``nll_stderr``, ``distances``, ``steps``, ``stop_reason``,
-            ``train_seconds``, ``eval_seconds``, ``nfe``, ...).
+            ``train_seconds``, ``eval_seconds``, ``nfe``, ...; a conditional comparison adds
+            ``guidance``, one entry per guidance scale, to each row, and ``"labels"``: the
+            classifier and the per-label floor).
     """
 
     out: Path

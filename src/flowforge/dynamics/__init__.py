@@ -1,5 +1,6 @@
 """Continuous time: the solver registry (:data:`SOLVERS`; torchdiffeq behind the ODE solvers),
-ODE integration, NFE counting and the continuous normalizing flow (:class:`CNF`).
+the fixed-step solvers' time grids (:data:`GRIDS`), ODE integration, NFE counting and the
+continuous normalizing flow (:class:`CNF`).
 
 Shared by continuous normalizing flows and flow matching. The divergence and residual log-det
 estimators live in :mod:`flowforge.estimators`; their names are re-exported here, where they
@@ -24,6 +25,7 @@ from ..estimators import (
     residual_logdet,
 )
 from .cnf import CNF, SOLVER_KEYS
+from .grids import GRIDS, Grid
 from .nfe import NFEBlock, NFECounter, total_nfe
 from .ode import METHODS, ODESolution, SolverOptions, integrate
 from .solvers import SOLVERS, Solver, solver_keywords
@@ -31,12 +33,14 @@ from .solvers import SOLVERS, Solver, solver_keywords
 __all__ = [
     "CNF",
     "DIVERGENCES",
+    "GRIDS",
     "LOGDET_ESTIMATORS",
     "METHODS",
     "PROBES",
     "ROULETTE_DISTRIBUTIONS",
     "SOLVERS",
     "SOLVER_KEYS",
+    "Grid",
     "LogDetOptions",
     "NFEBlock",
     "NFECounter",

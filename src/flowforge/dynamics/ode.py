@@ -33,14 +33,22 @@ class SolverOptions:
         method: ``"euler"``, ``"midpoint"``, ``"heun"`` (Heun's second-order method), ``"rk4"``
             (fixed step) or ``"dopri5"`` (adaptive Dormand–Prince 5(4)); or any solver
             registered later.
-        steps: number of equal steps over the interval; required by, and only allowed for, the
-            solvers that take it (the fixed-step methods).
+        steps: number of steps over the interval; required by, and only allowed for, the
+            solvers that take it (the fixed-step methods). They are equal steps unless the
+            solver's ``grid`` option places them otherwise.
         rtol: relative tolerance of the adaptive method (unused by the others).
         atol: absolute tolerance of the adaptive method (unused by the others).
         adjoint: compute gradients by the adjoint method (memory independent of the number of
             steps, one more backward solve) instead of backpropagating through the solver.
-        extra: options of a solver beyond these (e.g. a stochastic sampler's ``eta``), by name;
-            only options the method takes.
+        extra: options of a solver beyond these, by name; only options the method takes:
+            the fixed-step methods' time grid (``grid``: ``"uniform"``, the default, ``"shift"``
+            or ``"edm"`` of :data:`~flowforge.dynamics.grids.GRIDS`) and its options
+            (``shift``, ``rho``), or e.g. a stochastic sampler's ``eta``.
+
+    Example:
+        >>> opts = SolverOptions("euler", 4, extra={"grid": "shift", "shift": 3.0})
+        >>> opts.get("grid"), opts.get("shift")
+        ('shift', 3.0)
     """
 
     method: str = "dopri5"
@@ -94,8 +102,10 @@ class SolverOptions:
             raise ValueError(refusal(solver, refused))
         values = {k: getattr(self, k) for k in COMMON_OPTIONS if k in solver.takes}
         extra = {k: v for k, v in self.extra.items() if k in solver.takes}
+        extra = solver.inherits(extra, {k: v for k, v in given.items() if v is not None})
         for k, v in given.items():
-            if k in solver.takes:
+            # None is "not given" for a solver's own option (a common one keeps its None).
+            if k in solver.takes and (v is not None or k in COMMON_OPTIONS):
                 (values if k in COMMON_OPTIONS else extra)[k] = v
         return SolverOptions(solver.name, **values, extra=extra)
 

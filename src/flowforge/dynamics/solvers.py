@@ -3,8 +3,8 @@ r"""The solver registry: named ways to carry a state along a vector field (:data
 A solver takes :math:`x(t_0)` to :math:`x(t_1)` along :math:`\dot x = v(t, x, c)`. Each one is
 an object registered under its name; it declares which keyword options it takes, validates
 them, and solves. The ODE solvers here are torchdiffeq's (Euler, midpoint, Heun, RK4 on a fixed
-grid; Dormand–Prince 5(4) with adaptive steps); a stochastic sampler joins the same table
-(:class:`Solver` says how).
+grid of times, uniform or one of :data:`~flowforge.dynamics.grids.GRIDS`; Dormand–Prince 5(4)
+with adaptive steps); a stochastic sampler joins the same table (:class:`Solver` says how).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from .._checks import check_bool, check_int, check_positive
 from .._registry import Registry
+from .grids import GRIDS, Grid, grid_options
 
 if TYPE_CHECKING:
     from .ode import SolverOptions
@@ -96,6 +97,16 @@ class Solver:
         check_positive(options.rtol, "rtol")
         check_positive(options.atol, "atol")
         check_bool(options.adjoint, "adjoint")
+
+    def inherits(
+        self, defaults: Mapping[str, object], given: Mapping[str, object]
+    ) -> dict[str, object]:
+        """Of a model's default options of this solver's own (``defaults``, those it takes),
+        the ones that still apply once a user gave ``given``: all of them, unless a subclass
+        says otherwise (a fixed-step solver drops the defaults' grid options when a grid is
+        given). Used by :meth:`SolverOptions.merged
+        <flowforge.dynamics.SolverOptions.merged>`."""
+        return dict(defaults)
 
     def solve(
         self,
@@ -186,25 +197,62 @@ class TorchdiffeqSolver(Solver):
 
 
 class FixedStepSolver(TorchdiffeqSolver):
-    """A fixed-step Runge–Kutta method: ``steps`` equal steps over the interval, each costing
-    :attr:`evaluations` field evaluations. Takes ``steps`` (required) and ``adjoint``."""
-
-    takes = ("steps", "adjoint")
+    """A fixed-step Runge–Kutta method: ``steps`` steps over the interval along a time grid of
+    :data:`~flowforge.dynamics.grids.GRIDS` (``grid="uniform"``, equal steps, by default), each
+    costing :attr:`evaluations` field evaluations. Takes ``steps`` (required), ``adjoint``,
+    ``grid`` and the grids' options (``shift`` of ``grid="shift"``, ``rho`` of ``grid="edm"``;
+    an option of a grid other than the chosen one is refused)."""
 
     def __init__(self, name: str, torchdiffeq: str, evaluations: int):
         super().__init__(name, torchdiffeq)
         self.evaluations = evaluations
 
+    # Read from the grid registry when asked, so that a grid registered later counts.
+    @property
+    def takes(self) -> tuple[str, ...]:  # type: ignore[override]
+        return ("steps", "adjoint", "grid", *grid_options())
+
+    @property
+    def defaults(self) -> Mapping[str, object]:  # type: ignore[override]
+        params = {k: v for g in reversed(list(GRIDS.values())) for k, v in g.params.items()}
+        return MappingProxyType({"grid": "uniform", **params})
+
     def check(self, options: SolverOptions) -> None:
         steps = f"an int >= 1 for the fixed-step method {self.name!r}"
+        grid = GRIDS.get(options.get("grid"), "grid")
         if options.steps is None:  # missing rather than of a wrong type
-            raise ValueError(f"steps must be {steps}, got None")
+            spaced = (
+                f" (grid={grid.name!r} places steps + 1 points)" if "grid" in options.extra else ""
+            )
+            raise ValueError(f"steps must be {steps}, got None{spaced}")
         check_int(options.steps, "steps", 1, steps)
         super().check(options)
+        foreign = [k for k in options.extra if k in grid_options() and k not in grid.params]
+        if foreign:
+            owners = [g.name for g in GRIDS.values() if foreign[0] in g.params]
+            raise ValueError(
+                f"{foreign[0]} is an option of grid={owners[0]!r}, not of grid={grid.name!r} "
+                f"(it would be ignored); add grid={owners[0]!r}, or leave {foreign[0]} out"
+            )
+        grid.check({**grid.params, **self.grid_params(options, grid)})
+
+    @staticmethod
+    def grid_params(options: SolverOptions, grid: Grid) -> dict[str, object]:
+        """The options of ``grid`` that ``options`` set."""
+        return {k: v for k, v in options.extra.items() if k in grid.params}
+
+    def inherits(
+        self, defaults: Mapping[str, object], given: Mapping[str, object]
+    ) -> dict[str, object]:
+        # A grid chosen now replaces the defaults' grid with the defaults' options of it.
+        if given.get("grid") is None:
+            return dict(defaults)
+        return {k: v for k, v in defaults.items() if k not in grid_options()}
 
     def _grid(self, t0, t1, options, kw):
         # Fixed-step solvers step along the given grid: steps + 1 points.
-        return torch.linspace(t0, t1, options.steps + 1, **kw)
+        grid = GRIDS[options.get("grid")]
+        return grid(options.steps, t0, t1, **kw, **self.grid_params(options, grid))
 
 
 class AdaptiveSolver(TorchdiffeqSolver):
@@ -212,7 +260,12 @@ class AdaptiveSolver(TorchdiffeqSolver):
     estimate stays below ``atol + rtol * |x|``. Takes ``rtol``, ``atol`` and ``adjoint``."""
 
     takes = ("rtol", "atol", "adjoint")
-    notes = MappingProxyType({"steps": "it chooses its own steps from rtol/atol"})
+    notes = MappingProxyType(
+        {
+            "steps": "it chooses its own steps from rtol/atol",
+            "grid": "it places its own steps from rtol/atol; a grid needs steps=N as well",
+        }
+    )
 
     def _tolerances(self, options):
         return {"rtol": options.rtol, "atol": options.atol}

@@ -9,8 +9,10 @@ the pairing, ``time_sampler(n)`` the times, and :func:`cfm_loss` the regression.
 
 from .couplings import COUPLINGS, Coupling, IndependentCoupling, OTCoupling, SinkhornCoupling
 from .loss import cfm_loss
+from .meanflow import MeanFlow, meanflow_loss, meanflow_target
 from .model import FlowMatching
 from .paths import PARAMETERIZATIONS, PATHS, AffinePath, PathSample, SchrodingerBridgePath
+from .reflow import FixedTime, Pairs, decode_pairs, reflow_noise
 from .schedulers import (
     SCHEDULERS,
     CondOTScheduler,
@@ -32,11 +34,14 @@ __all__ = [
     "CondOTScheduler",
     "CosineScheduler",
     "Coupling",
+    "FixedTime",
     "FlowMatching",
     "IndependentCoupling",
     "LogitNormalTime",
+    "MeanFlow",
     "ModeTime",
     "OTCoupling",
+    "Pairs",
     "PathSample",
     "PolynomialScheduler",
     "Scheduler",
@@ -47,4 +52,8 @@ __all__ = [
     "UniformTime",
     "VPScheduler",
     "cfm_loss",
+    "decode_pairs",
+    "meanflow_loss",
+    "meanflow_target",
+    "reflow_noise",
 ]

@@ -93,16 +93,20 @@ class FlowMatching(CNF):
         self.time_sampler = time_sampler
         self.weighting = weighting
 
-    def _loss(self, batch: Batch) -> LossResult:
+    def _pairs(self, batch: Batch) -> tuple[Tensor, Tensor]:
+        """The (noise, data) pairs of a training batch: drawn and re-paired by the coupling, or
+        the batch's own ``x0`` as it comes."""
         x1 = batch.x1
         if batch.x0 is None:
             x0 = self._base_sample(x1.shape[0])
             if x0.dtype != x1.dtype or x0.device != x1.device:
                 x0 = x0.to(x1)
             # The data keep their order, so each context row stays with its data row.
-            x0, x1 = self.coupling(x0, x1)
-        else:
-            x0 = batch.x0  # given pairs (reflow, distillation) are kept as they come
+            return self.coupling(x0, x1)
+        return batch.x0, x1  # given pairs (reflow, distillation) are kept as they come
+
+    def _loss(self, batch: Batch) -> LossResult:
+        x0, x1 = self._pairs(batch)
         t = self.time_sampler(x1.shape[0], device=x1.device, dtype=x1.dtype)
         sample = self.path.sample(x0, x1, t)
         context = self._condition(batch.context)

@@ -58,6 +58,13 @@ class TimeMLP(nn.Module):
 
     ``t`` may be a scalar (as ODE solvers pass it) or one time per sample, ``(B,)``.
 
+    With ``times=2`` the network is a field of two times, :math:`u_\theta(x, r, t, c)`
+    (MeanFlow's average velocity, :class:`~flowforge.matching.MeanFlow`): it takes ``r`` as a
+    keyword and sees :math:`t` and :math:`h = r - t` embedded alike (two concatenated times,
+    two sets of sinusoidal features, or FiLM from both), the pair Geng et al. (2025) found to
+    condition best. Called as ``v(t, x, context)``, without ``r``, it is the field at
+    :math:`r = t` (:math:`h = 0`): an ordinary vector field.
+
     An event of any shape is flattened to its ``D = prod(event)`` entries on the way in and the
     output reshaped back: an MLP over whole images, which lets image-shaped continuous models
     run (a convolutional field suits images better). Vectors are used as they come.
@@ -69,8 +76,11 @@ class TimeMLP(nn.Module):
         context_features: ``C``, size of the conditioning vector (0 for none).
         embedding_dim: size of the sinusoidal time features.
         activation: activation module class (SiLU is smooth, which keeps ODEs cheap to solve).
+        times: 1 for a vector field :math:`v(t, x, c)`; 2 for a field of two times that also
+            takes ``r`` (above).
 
-    Shapes: ``t ()`` or ``(B,)``, ``x (B, *event)``, ``context (B, C)`` -> ``(B, *event)``.
+    Shapes: ``t ()`` or ``(B,)``, ``x (B, *event)``, ``context (B, C)``, ``r ()`` or ``(B,)``
+    -> ``(B, *event)``.
 
     References:
         FiLM: Visual Reasoning with a General Conditioning Layer (Perez et al., 2017)
@@ -85,9 +95,11 @@ class TimeMLP(nn.Module):
         context_features: int = 0,
         embedding_dim: int = 32,
         activation: type[nn.Module] = nn.SiLU,
+        times: int = 1,
     ):
         super().__init__()
         check_choice(time_embedding, "time_embedding", TIME_EMBEDDINGS)
+        self.times = check_int(times, "times", 1, "1 (a vector field) or 2 (two times)", maximum=2)
         sizes = _check_sizes(hidden)
         self.event_shape = _event_shape(features)
         #: ``D``, the number of entries of one event (the MLP's width at both ends).
@@ -102,32 +114,45 @@ class TimeMLP(nn.Module):
             if time_embedding != "concat"
             else None
         )
-        extra = 1 if time_embedding == "concat" else embedding_dim
+        extra = self.times * (1 if time_embedding == "concat" else embedding_dim)
         in_features = features + context_features + (0 if time_embedding == "film" else extra)
         dims = (in_features, *sizes)
         self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in itertools.pairwise(dims))
         self.film = (
-            nn.ModuleList(nn.Linear(embedding_dim, 2 * h) for h in sizes)
+            nn.ModuleList(nn.Linear(self.times * embedding_dim, 2 * h) for h in sizes)
             if time_embedding == "film"
             else None
         )
         self.act = activation()
         self.out = nn.Linear(sizes[-1], features)
 
-    def forward(self, t: Tensor | float, x: Tensor, context: Tensor | None = None) -> Tensor:
+    def forward(
+        self,
+        t: Tensor | float,
+        x: Tensor,
+        context: Tensor | None = None,
+        r: Tensor | float | None = None,
+    ) -> Tensor:
+        if r is not None and self.times == 1:
+            raise ValueError("r is the second time of a field built with times=2; this has one")
         if self._flatten:
-            return self._mlp(t, x.flatten(1), context).view(x.shape)
-        return self._mlp(t, x, context)
+            return self._mlp(t, x.flatten(1), context, r).view(x.shape)
+        return self._mlp(t, x, context, r)
 
-    def _mlp(self, t: Tensor | float, x: Tensor, context: Tensor | None) -> Tensor:
-        t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
-        t = t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
+    def _mlp(
+        self, t: Tensor | float, x: Tensor, context: Tensor | None, r: Tensor | float | None
+    ) -> Tensor:
+        t = _per_sample(t, x)
         parts = [x] if context is None else [x, context]
+        gap = None
+        if self.times == 2:  # the second time as the interval h = r - t (0 without r)
+            gap = torch.zeros_like(t) if r is None else _per_sample(r, x) - t
         if self.time_embedding == "concat":
-            parts.append(t[:, None])
+            parts.append(t[:, None] if gap is None else torch.stack([t, gap], dim=1))
         emb = None
         if self.embed is not None:
-            emb = self.embed(t).to(x.dtype)
+            emb = self.embed(t) if gap is None else torch.cat([self.embed(t), self.embed(gap)], 1)
+            emb = emb.to(x.dtype)
             if self.film is None:  # "sinusoidal": the features go in with x
                 parts.append(emb)
         h = torch.cat(parts, dim=1)
@@ -137,6 +162,12 @@ class TimeMLP(nn.Module):
                 scale, shift = self.film[i](emb).chunk(2, dim=1)
                 h = h * (1 + scale) + shift
         return self.out(h)
+
+
+def _per_sample(t: Tensor | float, x: Tensor) -> Tensor:
+    """A time as one value per sample of ``x``: ``()`` or ``(B,)`` -> ``(B,)``."""
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.expand(x.shape[0]) if t.ndim == 0 else t.reshape(x.shape[0])
 
 
 def _event_shape(features: int | Sequence[int]) -> tuple[int, ...]:

@@ -4,6 +4,7 @@ from .checkpoint import CheckpointError
 from .config import TrainConfig
 from .ema import EMA
 from .loop import TrainingDiverged, TrainingInterrupted, TrainResult, batch_indices, train
+from .rectify import ReflowResult, ReflowRound, generate_pairs, load_pairs, reflow, reflow_run
 from .run import (
     RunSpec,
     build_model,
@@ -18,6 +19,8 @@ from .run import (
 __all__ = [
     "EMA",
     "CheckpointError",
+    "ReflowResult",
+    "ReflowRound",
     "RunSpec",
     "TrainConfig",
     "TrainResult",
@@ -25,10 +28,14 @@ __all__ = [
     "TrainingInterrupted",
     "batch_indices",
     "build_model",
+    "generate_pairs",
     "load",
     "load_dataset",
+    "load_pairs",
     "load_state_dict",
     "read_config",
+    "reflow",
+    "reflow_run",
     "resume",
     "start",
     "train",

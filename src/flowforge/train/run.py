@@ -234,6 +234,14 @@ def resume(
     """
     run_dir = Path(run_dir)
     config = read_config(run_dir)
+    if config.get("reflow"):
+        # A reflow run trains on its source model's (noise, sample) pairs, not on the data.
+        source = config["reflow"].get("source", "RUN")
+        raise ValueError(
+            f"{run_dir} is a reflow of {source}: it trains on that model's noise/sample pairs, "
+            f"not on the data; continue it with the command that made it: flowforge reflow "
+            f"{shlex.quote(str(source))} --out {shlex.quote(str(run_dir))}"
+        )
     options = dict(config["train"])
     unknown = sorted(set(changes) - set(_RESUME_CHANGES))
     if unknown:

@@ -22,12 +22,14 @@ from .curves import plot_training_curves
 from .density import log_density_grid, plot_density
 from .figure import DEFAULT_DPI, save_figure
 from .images import plot_images
+from .labels import plot_samples_by_label
 from .samples import plot_comparison, plot_samples
-from .styles import Style, style_map
+from .styles import Style, class_colors, style_map
 
 __all__ = [
     "DEFAULT_DPI",
     "Style",
+    "class_colors",
     "log_density_grid",
     "plot_comparison",
     "plot_density",
@@ -36,6 +38,7 @@ __all__ = [
     "plot_model_curves",
     "plot_pairs",
     "plot_samples",
+    "plot_samples_by_label",
     "plot_training_curves",
     "save_figure",
     "style_map",

@@ -6,6 +6,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from .._checks import check_int
+
 COLORS = (
     "#1f77b4",
     "#ff7f0e",
@@ -87,3 +91,28 @@ def style_map(names: Iterable[str], order: Sequence[str] = ()) -> dict[str, Styl
             marker=MARKERS[(i + i // len(COLORS)) % len(MARKERS)],
         )
     return out
+
+
+def class_colors(num_classes: int) -> list[str]:
+    """One colour per class ``0..K-1``, the same in every panel and figure of a conditional model.
+
+    Up to 10 classes: the ten :data:`COLORS` (``tab10``); up to 20: matplotlib's ``tab20``
+    (pairs of a dark and a light shade); beyond, evenly spaced colours of ``turbo``, which stay
+    apart in hue though neighbours grow alike.
+
+    Example:
+        >>> from flowforge.viz.styles import class_colors
+        >>> class_colors(3)
+        ['#1f77b4', '#ff7f0e', '#2ca02c']
+    """
+    import matplotlib
+    from matplotlib.colors import to_hex
+
+    k = check_int(num_classes, "num_classes", 1)
+    if k <= len(COLORS):
+        return list(COLORS[:k])
+    if k <= 20:
+        cmap = matplotlib.colormaps["tab20"]
+        return [to_hex(cmap(i)) for i in range(k)]
+    cmap = matplotlib.colormaps["turbo"]
+    return [to_hex(cmap(x)) for x in np.linspace(0.05, 0.95, k)]
