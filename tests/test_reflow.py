@@ -238,6 +238,8 @@ def test_distill_trains_a_one_step_sampler():
 def test_reflow_refuses_what_it_cannot_reflow():
     with pytest.raises(TypeError, match="flow-matching model"):
         ff.train.reflow(ff.models.create("maf", dim=2), pairs=10)
+    with pytest.raises(TypeError, match="got MeanFlow"):
+        ff.train.reflow(ff.models.create("meanflow", dim=2, hidden=(8,)), pairs=10)
     with pytest.raises(ValueError, match="rounds"):
         ff.train.reflow(_model(), pairs=10, rounds=0)
     with pytest.raises(ValueError, match="same shape"):

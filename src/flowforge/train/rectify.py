@@ -27,6 +27,7 @@ from .._version import __version__
 from ..data.preprocess import Standardize
 from ..distributions.model import Model
 from ..matching import AffinePath, CondOTScheduler, FlowMatching, IndependentCoupling
+from ..matching.meanflow import MeanFlow
 from ..matching.reflow import DEFAULT_CHUNK, FixedTime, Pairs, decode_pairs, reflow_noise
 from ..metrics.straightness import straightness, transport_cost
 from . import checkpoint as ckpt
@@ -113,7 +114,9 @@ def flow_of(model: Model, name: str = "model") -> FlowMatching:
     """The :class:`~flowforge.matching.FlowMatching` inside ``model`` (which may be wrapped in
     :class:`~flowforge.data.Standardize`), or a ``TypeError`` saying what reflow needs."""
     inner = model.inner if isinstance(model, Standardize) else model
-    if not isinstance(inner, FlowMatching):
+    # MeanFlow trains an average velocity of two times, not the field reflow straightens (and
+    # already samples in one step): it is no reflow source.
+    if not isinstance(inner, FlowMatching) or isinstance(inner, MeanFlow):
         raise TypeError(
             f"reflow needs a flow-matching model (fm, rectified, otfm, sbfm), got "
             f"{type(inner).__name__} for {name}"
