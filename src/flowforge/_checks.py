@@ -323,3 +323,21 @@ def check_labels(
         where = "" if k is None else f" for {built}"
         raise ValueError(f"{name} must hold class labels in {span}{where}, got {got}")
     return labels.long()
+
+
+def log_class_weights(weights: object, num_classes: int, name: str = "weights") -> Tensor:
+    """Check ``(K,)`` class weights (``None``: uniform) and return their normalised logarithm,
+    :math:`\\log p(y)`, a float64 ``(K,)`` tensor.
+
+    Raises ``ValueError`` for another shape, non-finite or negative weights, or all zero.
+    """
+    k = num_classes
+    if weights is None:
+        weights = torch.ones(k, dtype=torch.float64)
+    if not isinstance(weights, Tensor) or tuple(weights.shape) != (k,):
+        got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
+        raise ValueError(f"{name} must be a ({k},) tensor of class weights, got {got}")
+    w = weights.detach().double()
+    if not bool(torch.isfinite(w).all()) or bool((w < 0).any()) or float(w.sum()) <= 0:
+        raise ValueError(f"{name} must be finite, non-negative and not all zero")
+    return torch.log(w / w.sum())

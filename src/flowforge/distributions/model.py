@@ -7,7 +7,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_batch, check_context, check_count, check_int, check_probability
+from .._checks import (
+    check_batch,
+    check_context,
+    check_count,
+    check_int,
+    check_probability,
+    log_class_weights,
+)
 from .batch import Batch, LossResult
 
 #: Largest size of the learned label embedding: ``min(K + 1, 64)`` features for ``K`` classes,
@@ -273,14 +280,7 @@ class Model(nn.Module):
                 f"{self._described()} has none"
             )
         k = self.num_classes
-        if prior is None:
-            prior = torch.ones(k, dtype=torch.float64)
-        if not isinstance(prior, Tensor) or tuple(prior.shape) != (k,):
-            got = tuple(prior.shape) if isinstance(prior, Tensor) else type(prior).__name__
-            raise ValueError(f"prior must be a ({k},) tensor of class weights, got {got}")
-        if not bool(torch.isfinite(prior).all()) or bool((prior < 0).any()) or prior.sum() <= 0:
-            raise ValueError("prior must be finite, non-negative and not all zero")
-        log_prior = torch.log(prior.double() / prior.double().sum())
+        log_prior = log_class_weights(prior, k, "prior")
         x = check_batch(x, "x", self.event_shape, self.dtype)
         labels = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
         joint = torch.stack(

@@ -29,14 +29,19 @@ def cfm_loss(
     Returns:
         A scalar.
     """
-    if prediction.shape != target.shape:
-        raise ValueError(
-            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
-            f"and {tuple(target.shape)}"
-        )
+    check_same_shape(prediction, target)
     if weighting is None:  # every sample has prod(event) values: the mean of means is the mean
         return (prediction - target).square().mean()
     per_sample = (prediction - target).square().flatten(1).mean(dim=1)
     if t is None:
         raise ValueError("a weighting needs the times t")
     return (weighting(t) * per_sample).mean()
+
+
+def check_same_shape(prediction: Tensor, target: Tensor) -> None:
+    """A regression's prediction and target must have the same shape: ``ValueError`` else."""
+    if prediction.shape != target.shape:
+        raise ValueError(
+            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
+            f"and {tuple(target.shape)}"
+        )

@@ -44,6 +44,7 @@ from ..distributions.normal import BaseDistribution
 from ..dynamics import SolverOptions
 from ..dynamics.cnf import GUIDANCE_KEYS, Guidance
 from .couplings import Coupling
+from .loss import check_same_shape
 from .model import FlowMatching
 from .paths import AffinePath, SchrodingerBridgePath
 from .time import TimeSampler
@@ -106,11 +107,7 @@ def meanflow_loss(prediction: Tensor, target: Tensor, p: float = 0.0, c: float =
     Returns:
         A scalar.
     """
-    if prediction.shape != target.shape:
-        raise ValueError(
-            f"prediction and target must have the same shape, got {tuple(prediction.shape)} "
-            f"and {tuple(target.shape)}"
-        )
+    check_same_shape(prediction, target)
     error = (prediction - target).square().flatten(1).mean(dim=1)
     if p == 0:
         return error.mean()

@@ -9,7 +9,7 @@ from typing import Any, Protocol
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, log_class_weights
 from ._checks import check_real
 
 
@@ -228,14 +228,7 @@ def marginal_log_prob(
         ``(B,)`` log-densities in nats.
     """
     k = check_int(num_classes, "num_classes", 2)
-    if weights is None:
-        weights = torch.ones(k, dtype=torch.float64)
-    if not isinstance(weights, Tensor) or tuple(weights.shape) != (k,):
-        got = tuple(weights.shape) if isinstance(weights, Tensor) else type(weights).__name__
-        raise ValueError(f"weights must be a ({k},) tensor of class weights, got {got}")
-    if not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()) or weights.sum() <= 0:
-        raise ValueError("weights must be finite, non-negative and not all zero")
-    log_w = torch.log(weights.double() / weights.double().sum()).to(x.device)
+    log_w = log_class_weights(weights, k).to(x.device)
     labels = torch.zeros(x.shape[0], dtype=torch.int64, device=x.device)
     per_label = [model.log_prob(x, labels + y, **solver).double() for y in range(k)]
     return torch.logsumexp(torch.stack(per_label, dim=1) + log_w, dim=1).to(x.dtype)
