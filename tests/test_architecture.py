@@ -32,6 +32,7 @@ LAYERS = (
     "distributions",
     "dynamics",
     "matching",
+    "diffusion",
     "models",
     "data",
     "metrics",

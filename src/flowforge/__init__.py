@@ -1,12 +1,13 @@
 """flowforge: flow-based generative models under one interface.
 
-Coupling, autoregressive, residual and continuous normalizing flows and flow matching, each
-with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and compression
-(``encode``).
+Coupling, autoregressive, residual and continuous normalizing flows, flow matching and
+diffusion, each with exact log-likelihoods (``log_prob``), sampling (``sample``/``decode``) and
+compression (``encode``).
 """
 
 from . import (
     data,
+    diffusion,  # noqa: F401  (registers the stochastic samplers)
     distributions,
     dynamics,
     estimators,

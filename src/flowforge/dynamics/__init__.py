@@ -28,7 +28,7 @@ from .cnf import CNF, SOLVER_KEYS
 from .grids import GRIDS, Grid
 from .nfe import NFEBlock, NFECounter, total_nfe
 from .ode import METHODS, ODESolution, SolverOptions, integrate
-from .solvers import SOLVERS, Solver, solver_keywords
+from .solvers import SOLVERS, GridSolver, Solver, StochasticSolver, solver_keywords
 
 __all__ = [
     "CNF",
@@ -41,12 +41,14 @@ __all__ = [
     "SOLVERS",
     "SOLVER_KEYS",
     "Grid",
+    "GridSolver",
     "LogDetOptions",
     "NFEBlock",
     "NFECounter",
     "ODESolution",
     "Solver",
     "SolverOptions",
+    "StochasticSolver",
     "as_logdet_options",
     "divergence_and_frobenius",
     "divergence_exact",

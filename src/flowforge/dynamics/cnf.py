@@ -12,6 +12,7 @@ Both are integrated together, as one ODE, by :func:`~flowforge.dynamics.integrat
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -186,6 +187,9 @@ class CNF(Model):
 
     field: NFECounter
     base: BaseDistribution
+    #: The times the flow runs between: the base at ``span[0]``, the data at ``span[1]``
+    #: (a diffusion model stops short of the data end, where its velocity is singular).
+    span: tuple[float, float] = (0.0, 1.0)
 
     @property
     def solver_keys(self) -> tuple[str, ...]:
@@ -322,33 +326,75 @@ class CNF(Model):
         else:
             zeros = x.new_zeros(x.shape[0])
             state = (x, zeros) + ((zeros, zeros) if regularize else ())
-        solution = integrate(dynamics, state, t0, t1, options, context)
+        path = None
+        if options.solver.stochastic:
+            path = self.gaussian_path()  # raises, saying why, for a model on none
+        solution = integrate(dynamics, state, t0, t1, options, context, path)
         self.last_nfe = solution.nfe
         return solution.state
+
+    def gaussian_path(self) -> Any:
+        r"""The affine Gaussian path :math:`x_t = \alpha_t x_1 + \sigma_t\varepsilon` whose
+        marginals this model's flow follows, with :math:`\varepsilon` standard normal and
+        independent of the data: what the stochastic samplers (``method="ddpm"``, ``"ddim"``,
+        ``"euler-maruyama"``) step along, the score following from the velocity.
+
+        Raises ``ValueError`` saying why for a model without one: a CNF trained by maximum
+        likelihood (its marginals at intermediate times are whatever the ODE makes them).
+        Flow-matching models on an affine path with independent noise and diffusion models
+        return theirs.
+        """
+        raise ValueError(
+            f"the stochastic samplers step along an affine Gaussian path x_t = alpha_t x1 + "
+            f"sigma_t eps, and {self._described()} is not trained on one (a CNF trained by "
+            "maximum likelihood has no known marginals between noise and data); sample it "
+            "with an ODE method (method='dopri5', or 'euler'/'heun'/'rk4' with steps)"
+        )
+
+    def _refuse_stochastic(self, options: SolverOptions, where: str) -> None:
+        if options.solver.stochastic:
+            raise ValueError(
+                f"method {options.method!r} draws noise on its way from the noise to the data: "
+                f"it has no inverse and no density along it, so {where} needs an ODE method "
+                "(the probability-flow ODE: method='dopri5', the default, or "
+                "'euler'/'heun'/'rk4' with steps); use it in sample and decode"
+            )
 
     # -- the model protocol ------------------------------------------------------------------
     def _log_prob(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         self._refuse_guided_density(solver)
         options, divergence = self.solver_options(**solver)
+        self._refuse_stochastic(options, "log_prob")
         # Integrating d(acc)/dt = div v from t = 1 down to 0 leaves acc = -int_0^1 div v dt.
-        z, acc = self._solve(x, 1.0, 0.0, context, options, divergence)
+        start, end = self.span
+        z, acc = self._solve(x, end, start, context, options, divergence)
         return self.base.log_prob(z) + acc
 
     def _encode(self, x: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         options, _ = self.solver_options(**solver)
-        return self._solve(x, 1.0, 0.0, context, options, guidance=self.guidance(**solver))
+        self._refuse_stochastic(options, "encode")
+        start, end = self.span
+        return self._solve(x, end, start, context, options, guidance=self.guidance(**solver))
 
     def _decode(self, z: Tensor, context: Tensor | None, **solver: object) -> Tensor:
         options, _ = self.solver_options(**solver)
-        return self._solve(z, 0.0, 1.0, context, options, guidance=self.guidance(**solver))
+        start, end = self.span
+        return self._solve(z, start, end, context, options, guidance=self.guidance(**solver))
 
     def _base_sample(self, n: int) -> Tensor:
         return self.base.sample(n)
 
     def _loss(self, batch: Batch) -> LossResult:
         regularize = self.kinetic > 0 or self.jacobian > 0
+        start, end = self.span
         z, acc, *penalties = self._solve(
-            batch.x1, 1.0, 0.0, batch.context, self.train_solver, self.train_divergence, regularize
+            batch.x1,
+            end,
+            start,
+            batch.context,
+            self.train_solver,
+            self.train_divergence,
+            regularize,
         )
         nll = -(self.base.log_prob(z) + acc).mean()
         if not regularize:
@@ -366,7 +412,9 @@ class CNF(Model):
         # log p_1(x_1) = log p_0(z) - int_0^1 div v dt.
         self._refuse_guided_density(solver)
         options, divergence = self.solver_options(**solver)
-        x, acc = self._solve(z, 0.0, 1.0, context, options, divergence)
+        self._refuse_stochastic(options, "sample_and_log_prob")
+        start, end = self.span
+        x, acc = self._solve(z, start, end, context, options, divergence)
         return x, self.base.log_prob(z) - acc
 
     def extra_repr(self) -> str:

@@ -10,7 +10,15 @@ from torch import Tensor
 
 from .._registry import Registry
 from .nfe import NFECounter
-from .solvers import COMMON_OPTIONS, SOLVERS, Solver, State, TorchdiffeqSolver, refusal
+from .solvers import (
+    COMMON_OPTIONS,
+    SOLVERS,
+    Solver,
+    State,
+    StochasticSolver,
+    TorchdiffeqSolver,
+    refusal,
+)
 
 #: The built-in fixed-step and adaptive methods (:data:`SOLVERS` holds every solver).
 FIXED_STEP = ("euler", "midpoint", "heun", "rk4")
@@ -125,6 +133,7 @@ def integrate(
     t1: float = 1.0,
     options: SolverOptions | None = None,
     context: Tensor | None = None,
+    path: object | None = None,
 ) -> ODESolution:
     r"""Solve :math:`\dot x = v(t, x, c)` from :math:`t_0` to :math:`t_1` (either direction)
     with the solver ``options.method`` of :data:`SOLVERS`.
@@ -136,6 +145,9 @@ def integrate(
         t0, t1: the interval.
         options: the solver (default: adaptive ``dopri5`` with rtol = atol = 1e-5).
         context: conditioning passed to the field unchanged.
+        path: the affine Gaussian path a stochastic sampler (:class:`StochasticSolver`) steps
+            along, from the model (:meth:`CNF.gaussian_path
+            <flowforge.dynamics.CNF.gaussian_path>`); unused by the ODE solvers.
 
     Returns:
         the state at ``t1`` and the number of field evaluations (forward solve only).
@@ -150,5 +162,10 @@ def integrate(
     )
     solver = SOLVERS[options.method]
     with counter.counting() as block:
-        final = solver.solve(counter, x, t0, t1, options, context)
+        if isinstance(solver, StochasticSolver) and path is not None:
+            if not isinstance(x, Tensor):
+                raise TypeError(f"method {solver.name!r} carries one tensor, not a tuple of them")
+            final: State = solver.sample(counter, x, t0, t1, options, context, path)
+        else:  # an ODE solver, or a stochastic one without its path (which says so)
+            final = solver.solve(counter, x, t0, t1, options, context)
     return ODESolution(final, block.nfe)

@@ -196,26 +196,28 @@ class TorchdiffeqSolver(Solver):
         return tuple(p[-1] for p in path) if isinstance(path, tuple) else path[-1]
 
 
-class FixedStepSolver(TorchdiffeqSolver):
-    """A fixed-step Runge–Kutta method: ``steps`` steps over the interval along a time grid of
-    :data:`~flowforge.dynamics.grids.GRIDS` (``grid="uniform"``, equal steps, by default), each
-    costing :attr:`evaluations` field evaluations. Takes ``steps`` (required), ``adjoint``,
-    ``grid`` and the grids' options (``shift`` of ``grid="shift"``, ``rho`` of ``grid="edm"``;
-    an option of a grid other than the chosen one is refused)."""
+class GridSolver(Solver):
+    """A solver that steps along a time grid: ``steps`` steps over the interval along a grid of
+    :data:`~flowforge.dynamics.grids.GRIDS` (``grid="uniform"``, equal steps, by default).
+    Takes ``steps`` (required), ``grid`` and the grids' options (``shift`` of
+    ``grid="shift"``, ``rho`` of ``grid="edm"``; an option of a grid other than the chosen one
+    is refused), plus :attr:`step_options` and its :attr:`own` options with their defaults.
+    """
 
-    def __init__(self, name: str, torchdiffeq: str, evaluations: int):
-        super().__init__(name, torchdiffeq)
-        self.evaluations = evaluations
+    #: Common options it takes besides ``steps``.
+    step_options: tuple[str, ...] = ()
+    #: Its own options beyond the grid's, with their defaults.
+    own: Mapping[str, object] = MappingProxyType({})
 
     # Read from the grid registry when asked, so that a grid registered later counts.
     @property
     def takes(self) -> tuple[str, ...]:  # type: ignore[override]
-        return ("steps", "adjoint", "grid", *grid_options())
+        return ("steps", *self.step_options, *self.own, "grid", *grid_options())
 
     @property
     def defaults(self) -> Mapping[str, object]:  # type: ignore[override]
         params = {k: v for g in reversed(list(GRIDS.values())) for k, v in g.params.items()}
-        return MappingProxyType({"grid": "uniform", **params})
+        return MappingProxyType({**self.own, "grid": "uniform", **params})
 
     def check(self, options: SolverOptions) -> None:
         steps = f"an int >= 1 for the fixed-step method {self.name!r}"
@@ -249,10 +251,75 @@ class FixedStepSolver(TorchdiffeqSolver):
             return dict(defaults)
         return {k: v for k, v in defaults.items() if k not in grid_options()}
 
+    def times(self, t0: float, t1: float, options: SolverOptions, like: Tensor) -> Tensor:
+        """The ``steps + 1`` times of the grid from ``t0`` to ``t1``, with ``like``'s dtype and
+        device."""
+        grid = GRIDS[options.get("grid")]
+        kw = {"device": like.device, "dtype": like.dtype}
+        return grid(options.steps, t0, t1, **kw, **self.grid_params(options, grid))
+
+
+class FixedStepSolver(GridSolver, TorchdiffeqSolver):
+    """A fixed-step Runge–Kutta method of torchdiffeq's along a time grid (:class:`GridSolver`),
+    each step costing :attr:`evaluations` field evaluations. Takes ``steps`` (required),
+    ``adjoint``, ``grid`` and the grids' options."""
+
+    step_options = ("adjoint",)
+
+    def __init__(self, name: str, torchdiffeq: str, evaluations: int):
+        super().__init__(name, torchdiffeq)
+        self.evaluations = evaluations
+
     def _grid(self, t0, t1, options, kw):
         # Fixed-step solvers step along the given grid: steps + 1 points.
-        grid = GRIDS[options.get("grid")]
-        return grid(options.steps, t0, t1, **kw, **self.grid_params(options, grid))
+        return self.times(t0, t1, options, torch.empty((), **kw))
+
+
+class StochasticSolver(GridSolver):
+    r"""A sampler that draws noise on its way along an affine Gaussian path
+    :math:`x_t = \alpha_t x_1 + \sigma_t \varepsilon` (DDPM, DDIM, Euler–Maruyama): ``steps``
+    steps along a time grid (:class:`GridSolver`), from the noise at ``t0`` to the data at ``t1``.
+
+    It needs the path besides the velocity: a model hands it over
+    (:meth:`CNF.gaussian_path <flowforge.dynamics.CNF.gaussian_path>`) and
+    :func:`~flowforge.dynamics.integrate` calls :meth:`sample` with it; :meth:`solve` alone
+    refuses. It has no inverse and no density along it, so models refuse it in ``log_prob``
+    and ``encode``.
+    """
+
+    stochastic = True
+
+    def solve(self, field, x, t0, t1, options, context=None):
+        raise ValueError(
+            f"method {self.name!r} samples along an affine Gaussian probability path and needs "
+            "that path: call it through a model on one (model.sample(n, method=...)), or "
+            "integrate(..., path=model.gaussian_path())"
+        )
+
+    def sample(
+        self,
+        field: Callable[..., Tensor],
+        x: Tensor,
+        t0: float,
+        t1: float,
+        options: SolverOptions,
+        context: Tensor | None,
+        path: object,
+    ) -> Tensor:
+        r"""The sample at ``t1`` from the noise ``x (B, *event)`` at ``t0``.
+
+        Args:
+            field: the velocity ``v(t, x, context)`` (``t`` a 0-d tensor); the caller counts
+                its evaluations.
+            x: ``(B, *event)``, the state at ``t0``.
+            t0, t1: the interval, ``t0 < t1`` (noise to data).
+            options: validated options of this solver.
+            context: conditioning passed to the field unchanged.
+            path: the model's :class:`~flowforge.matching.AffinePath` (``path.scheduler(t)``
+                gives :math:`\alpha_t, \sigma_t` and their derivatives, ``path.convert``
+                turns the velocity into :math:`\hat x_1` or :math:`\hat\varepsilon`).
+        """
+        raise NotImplementedError
 
 
 class AdaptiveSolver(TorchdiffeqSolver):

@@ -20,6 +20,7 @@ from .schedulers import (
     PolynomialScheduler,
     Scheduler,
     SchedulerOutput,
+    VPCosineScheduler,
     VPScheduler,
 )
 from .time import TIME_SAMPLERS, LogitNormalTime, ModeTime, TimeSampler, UniformTime
@@ -50,6 +51,7 @@ __all__ = [
     "SinkhornCoupling",
     "TimeSampler",
     "UniformTime",
+    "VPCosineScheduler",
     "VPScheduler",
     "cfm_loss",
     "decode_pairs",

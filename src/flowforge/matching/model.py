@@ -7,7 +7,7 @@ from collections.abc import Callable
 from torch import Tensor, nn
 
 from ..distributions.batch import Batch, LossResult
-from ..distributions.normal import BaseDistribution
+from ..distributions.normal import BaseDistribution, StandardNormal
 from ..dynamics import CNF, SolverOptions
 from .couplings import Coupling, IndependentCoupling
 from .loss import cfm_loss
@@ -92,6 +92,35 @@ class FlowMatching(CNF):
         self.coupling = coupling
         self.time_sampler = time_sampler
         self.weighting = weighting
+
+    def gaussian_path(self) -> AffinePath:
+        r"""The model's path, for the stochastic samplers (``method="ddpm"``, ``"ddim"``,
+        ``"euler-maruyama"``): an :class:`AffinePath` between independent standard-normal
+        noise and the data, on which the score follows from the velocity,
+        :math:`\nabla\log p_t(x) = -\hat\varepsilon(t, x) / \sigma_t`.
+
+        Raises ``ValueError`` saying why for a model without one: the Schrödinger-bridge
+        path (not affine), pairs drawn by a coupling other than the independent one (with
+        minibatch-OT pairs, :math:`x_t` given :math:`x_1` is not Gaussian, so the score does not
+        follow from the velocity), or a base other than the standard normal.
+        """
+        why = None
+        if not isinstance(self.path, AffinePath):
+            why = f"its path is {self.path!r}, not an affine one"
+        elif not isinstance(self.coupling, IndependentCoupling):
+            why = (
+                f"its noise is paired with the data by {self.coupling!r}: x_t given x1 is then "
+                "not Gaussian, so the score does not follow from the velocity"
+            )
+        elif not isinstance(self.base, StandardNormal):
+            why = f"its base is {type(self.base).__name__}, not the standard normal"
+        if why is not None:
+            raise ValueError(
+                f"the stochastic samplers step along an affine Gaussian path with independent "
+                f"standard-normal noise, and {self._described()} is not on one: {why}; sample "
+                "it with an ODE method (method='dopri5', or 'euler'/'heun'/'rk4' with steps)"
+            )
+        return self.path
 
     def _pairs(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The (noise, data) pairs of a training batch: drawn and re-paired by the coupling, or

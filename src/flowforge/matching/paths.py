@@ -16,7 +16,10 @@ from .._checks import check_choice, check_positive
 from .._registry import Registry
 from .schedulers import SCHEDULERS, CondOTScheduler, Scheduler
 
-PARAMETERIZATIONS = ("velocity", "x1", "epsilon")
+#: What a network can predict on an affine Gaussian path: the velocity, the data ``x1``, the noise
+#: ``epsilon``, or ``v`` (Salimans & Ho, 2022: :math:`v = \alpha_t\varepsilon - \sigma_t x_1`,
+#: diffusion's v-prediction, not the flow-matching velocity).
+PARAMETERIZATIONS = ("velocity", "x1", "epsilon", "v")
 
 
 @dataclass(frozen=True)
@@ -92,15 +95,18 @@ class AffinePath:
         :math:`v = \dot\alpha x_1 + \dot\sigma\varepsilon`:
         :math:`x_1 = (\dot\sigma x_t - \sigma v) / (\dot\sigma\alpha - \sigma\dot\alpha)`,
         :math:`\varepsilon = (\alpha v - \dot\alpha x_t) / (\alpha\dot\sigma - \dot\alpha\sigma)`,
-        and back. Singular where the determinant vanishes (never for the registered schedulers
-        on ``0 < t < 1``); :math:`x_1` from :math:`\varepsilon` needs :math:`\alpha_t > 0`, and
+        and back; diffusion's :math:`v = \alpha\varepsilon - \sigma x_1` (Salimans & Ho, 2022)
+        gives :math:`x_1 = (\alpha x_t - \sigma v) / (\alpha^2 + \sigma^2)` and
+        :math:`\varepsilon = (\sigma x_t + \alpha v) / (\alpha^2 + \sigma^2)`. Singular where
+        the determinant vanishes (never for the registered schedulers on ``0 < t < 1``);
+        :math:`x_1` from :math:`\varepsilon` needs :math:`\alpha_t > 0`, and
         :math:`\varepsilon` from :math:`x_1` needs :math:`\sigma_t > 0`.
 
         Args:
             value: ``(B, *event)``, the prediction in ``source`` form.
             x_t: ``(B, *event)``, the point it was made at.
             t: ``(B,)``, the times.
-            source, target: ``"velocity"``, ``"x1"`` or ``"epsilon"``.
+            source, target: ``"velocity"``, ``"x1"``, ``"epsilon"`` or ``"v"``.
         """
         check_choice(source, "source", PARAMETERIZATIONS)
         check_choice(target, "target", PARAMETERIZATIONS)
@@ -116,10 +122,15 @@ class AffinePath:
             x1, eps = (dsg * x_t - sg * value) / det, (a * value - da * x_t) / det
         elif source == "x1":
             x1, eps = value, (x_t - a * value) / sg
-        else:
+        elif source == "epsilon":
             x1, eps = (x_t - sg * value) / a, value
+        else:  # v = alpha eps - sigma x1
+            norm = a * a + sg * sg
+            x1, eps = (a * x_t - sg * value) / norm, (sg * x_t + a * value) / norm
         if target == "velocity":
             return da * x1 + dsg * eps
+        if target == "v":
+            return a * eps - sg * x1
         return x1 if target == "x1" else eps
 
     def __repr__(self) -> str:
@@ -194,6 +205,11 @@ def _polynomial(*, exponent: float, **_: object) -> AffinePath:
 @PATHS.register("vp")
 def _vp(**_: object) -> AffinePath:
     return AffinePath(SCHEDULERS["vp"]())
+
+
+@PATHS.register("vp-cosine")
+def _vp_cosine(**_: object) -> AffinePath:
+    return AffinePath(SCHEDULERS["vp-cosine"]())
 
 
 @PATHS.register("bridge")

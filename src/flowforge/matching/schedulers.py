@@ -139,8 +139,60 @@ class VPScheduler(Scheduler):
         return SchedulerOutput(alpha, sigma, d_alpha, d_sigma)
 
 
+class VPCosineScheduler(Scheduler):
+    r"""The cosine diffusion schedule of Nichol & Dhariwal (2021) in continuous time, variance
+    preserving: :math:`\alpha_t = \cos\phi_t / \cos\phi_1`,
+    :math:`\sigma_t = \sqrt{1 - \alpha_t^2}`, with the angle :math:`\phi` linear in diffusion
+    time :math:`s = 1 - t`, from
+    :math:`\phi_1 = \frac{\pi}{2}\frac{\delta}{1 + \delta}` at the data (the ``offset``
+    :math:`\delta = 0.008` keeps the noise from vanishing too fast there) to :math:`\phi_0` at
+    the noise, where :math:`\alpha_0 =` ``alpha_min``.
+
+    Their :math:`\bar\alpha(s) = \cos^2(\frac{s + \delta}{1 + \delta}\frac{\pi}{2}) /
+    \cos^2(\frac{\delta}{1 + \delta}\frac{\pi}{2})` reaches 0 at :math:`s = 1`, which makes an
+    :math:`\varepsilon`-model's velocity singular at the noise end (the paper clips the
+    discrete :math:`\beta_t` at 0.999 for the same reason); here the angle stops where
+    :math:`\alpha_0 =` ``alpha_min``, by default the linear VP schedule's
+    :math:`\alpha_0 = e^{-(\beta_{\min} + \beta_{\max})/4} \approx 0.0066`, so both
+    schedules start from the same signal level.
+
+    Args:
+        offset: :math:`\delta \ge 0`.
+        alpha_min: :math:`\alpha_0`, in (0, 1) (default: the linear schedule's).
+
+    References:
+        Improved Denoising Diffusion Probabilistic Models (Nichol & Dhariwal, 2021)
+        https://arxiv.org/abs/2102.09672
+    """
+
+    name = "vp-cosine"
+
+    def __init__(self, offset: float = 0.008, alpha_min: float | None = None):
+        self.offset = check_number(offset, "offset", 0.0)
+        if alpha_min is None:
+            # The linear VP schedule's alpha_0 = exp(-(beta_min + beta_max) / 4) at its defaults.
+            alpha_min = math.exp(-0.25 * (0.1 + 20.0))
+        # Above 0: at alpha_0 = 0 an epsilon-model's velocity is singular at the noise end.
+        self.alpha_min = check_number(alpha_min, "alpha_min", above=0.0, below=1.0)
+
+    def _angles(self) -> tuple[float, float]:
+        start = 0.5 * math.pi * self.offset / (1.0 + self.offset)  # phi at the data, t = 1
+        end = math.acos(self.alpha_min * math.cos(start))  # phi at the noise, t = 0
+        return start, end
+
+    def __call__(self, t: Tensor) -> SchedulerOutput:
+        start, end = self._angles()
+        phi = start + (1.0 - t) * (end - start)
+        c = math.cos(start)
+        alpha = torch.cos(phi) / c
+        d_alpha = torch.sin(phi) * (end - start) / c  # d/dt = -d/ds, d phi/ds = end - start
+        sigma = torch.sqrt((1.0 - alpha**2).clamp_min(1e-12))
+        d_sigma = -alpha * d_alpha / sigma
+        return SchedulerOutput(alpha, sigma, d_alpha, d_sigma)
+
+
 #: The schedulers by name (each class's ``name``), called with the class's own arguments.
 SCHEDULERS: Registry[Callable[..., Scheduler]] = Registry("scheduler")
-for _cls in (CondOTScheduler, CosineScheduler, PolynomialScheduler, VPScheduler):
+for _cls in (CondOTScheduler, CosineScheduler, PolynomialScheduler, VPScheduler, VPCosineScheduler):
     SCHEDULERS.register(_cls.name, _cls)
 del _cls
