@@ -23,6 +23,7 @@ from flowforge.matching import (
     SchrodingerBridgePath,
     SinkhornCoupling,
     UniformTime,
+    VPCosineScheduler,
     VPScheduler,
     cfm_loss,
 )
@@ -33,6 +34,7 @@ SCHEDULERS = {
     "cosine": CosineScheduler(),
     "polynomial": PolynomialScheduler(3.0),
     "vp": VPScheduler(),
+    "vp-cosine": VPCosineScheduler(),
 }
 T = torch.linspace(0.02, 0.98, 25, dtype=torch.float64)
 
@@ -54,6 +56,28 @@ def test_schedulers_run_from_noise_to_data(name):
     assert out.alpha_t[1] == pytest.approx(1.0) and out.sigma_t[1] < 0.11
     mid = SCHEDULERS[name](T)
     assert (mid.d_alpha_t > 0).all() and (mid.d_sigma_t < 0).all()
+
+
+def test_scheduler_table_covers_the_registry():
+    from flowforge.matching import SCHEDULERS as REGISTERED
+
+    assert {type(s).name for s in SCHEDULERS.values()} == set(REGISTERED)
+
+
+def test_vp_cosine_is_nichol_and_dhariwals_schedule_on_a_stretched_clock():
+    # Their alpha_bar(s) = cos^2((s + d) / (1 + d) pi / 2) / cos^2(d / (1 + d) pi / 2) has an angle
+    # linear in s; ours stops the angle where alpha_0 = alpha_min, so it is theirs at s * k.
+    d, scheduler = 0.008, VPCosineScheduler()
+    start = 0.5 * math.pi * d / (1 + d)
+    end = math.acos(scheduler.alpha_min * math.cos(start))
+    k = (end - start) / (0.5 * math.pi - start)
+    s = (1 - T) * k
+    theirs = torch.cos((s + d) / (1 + d) * math.pi / 2) ** 2 / math.cos(start) ** 2
+    torch.testing.assert_close(scheduler(T).alpha_t ** 2, theirs, rtol=1e-10, atol=1e-12)
+    out = scheduler(torch.tensor([0.0], dtype=torch.float64))
+    assert out.alpha_t.item() == pytest.approx(math.exp(-0.25 * 20.1))  # the linear VP's alpha_0
+    with pytest.raises(ValueError, match="alpha_min must be a number in"):
+        VPCosineScheduler(alpha_min=0.0)
 
 
 PATHS = {name: AffinePath(s) for name, s in SCHEDULERS.items()}
@@ -87,11 +111,14 @@ def test_parameterisations_convert_both_ways(name):
     torch.manual_seed(1)
     x0, x1 = torch.randn(25, 4, dtype=torch.float64), torch.randn(25, 4, dtype=torch.float64)
     s = path.sample(x0, x1, T)
-    truth = {"velocity": s.dx_t, "x1": x1, "epsilon": x0}
+    c = path.scheduler(T)
+    alpha, sigma = c.alpha_t[:, None], c.sigma_t[:, None]
+    # Salimans & Ho's v = alpha eps - sigma x1, diffusion's v-prediction.
+    truth = {"velocity": s.dx_t, "x1": x1, "epsilon": x0, "v": alpha * x0 - sigma * x1}
     for source, target in itertools.permutations(truth, 2):
         got = path.convert(truth[source], s.x_t, T, source, target)
         torch.testing.assert_close(got, truth[target], rtol=1e-6, atol=1e-8)
-    with pytest.raises(ValueError, match="target must be one of velocity, x1, epsilon"):
+    with pytest.raises(ValueError, match="target must be one of velocity, x1, epsilon, v"):
         path.convert(x1, s.x_t, T, "x1", "score")
 
 
