@@ -51,19 +51,19 @@ class Solver:
     chosen solver does not take is an error naming the ones it does, and a model's defaults that
     belong to another solver fall back silently when only the method changes.
 
-    **A stochastic sampler** (Euler–Maruyama, DDPM, DDIM) joins the registry the same way:
-    subclass :class:`Solver`, set :attr:`stochastic` to ``True``, declare its options, e.g.
-    ``takes = ("steps", "eta", "noise")`` with
-    ``defaults = MappingProxyType({"eta": 1.0, "noise": None})``,
-    check them in :meth:`check` (after ``super().check(options)``, which refuses options of
+    **A stochastic sampler** (Euler–Maruyama, DDPM, DDIM: ``flowforge.diffusion``) subclasses
+    :class:`StochasticSolver`, which sets :attr:`stochastic`, steps along a time grid like the
+    fixed-step methods and declares its own options in ``own`` (e.g. ``{"eta": 0.0}``); it
+    checks them in :meth:`check` (after ``super().check(options)``, which refuses options of
     other solvers) reading them with :meth:`SolverOptions.get
-    <flowforge.dynamics.SolverOptions.get>`, draw its noise inside :meth:`solve`, and register
-    an instance: ``SOLVERS.register("ddim", DDIM())``. Users then write
+    <flowforge.dynamics.SolverOptions.get>`, draws its noise inside
+    :meth:`StochasticSolver.sample`, which gets the model's Gaussian path besides the field,
+    and is registered as an instance: ``SOLVERS.register("ddim", DDIM())``. Users then write
     ``model.sample(n, method="ddim", steps=50, eta=0.0)``; its own options travel in
     ``SolverOptions.extra``, and a continuous model accepts them as keywords
     (:func:`solver_keywords` reads the registry). A stochastic solve has no inverse and no
-    exact density along it: :attr:`stochastic` is how models are to tell, and refuse it where
-    they need one (``log_prob``, ``encode``).
+    exact density along it: models read :attr:`stochastic` and refuse it in ``log_prob`` and
+    ``encode``.
 
     Attributes:
         name: the registered name.
