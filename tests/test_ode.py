@@ -155,7 +155,9 @@ def test_bad_solver_options(kwargs, message):
 
 
 def test_every_solver_is_registered_with_the_options_it_takes():
-    assert SOLVERS.names() == ("euler", "midpoint", "heun", "rk4", "dopri5")
+    # The ODE solvers, then the stochastic samplers that flowforge.diffusion registers.
+    ode = ("euler", "midpoint", "heun", "rk4", "dopri5")
+    assert SOLVERS.names() == (*ode, "ddpm", "ddim", "euler-maruyama")
     for name in ("euler", "midpoint", "heun", "rk4"):
         assert SOLVERS[name].name == name and SOLVERS[name].takes == (
             "steps",
@@ -165,9 +167,9 @@ def test_every_solver_is_registered_with_the_options_it_takes():
             "rho",
         )
     assert SOLVERS["dopri5"].takes == ("rtol", "atol", "adjoint")
-    assert not any(s.stochastic for s in SOLVERS.values())
+    assert [s.name for s in SOLVERS.values() if not s.stochastic] == list(ode)
     # METHODS (torchdiffeq's names) is read from the registry's ODE solvers.
-    assert METHODS.names() == SOLVERS.names() and METHODS["heun"] == "heun2"
+    assert METHODS.names() == ode and METHODS["heun"] == "heun2"
     with pytest.raises(ValueError, match=r"method must be one of .*did you mean 'rk4'"):
         SOLVERS["rk5"]
 
@@ -186,9 +188,10 @@ def test_every_solver_is_registered_with_the_options_it_takes():
         ({"method": "dopri5", "steps": 4}, "'dopri5' takes rtol, atol, adjoint, not steps"),
         (
             {"method": "dopri5", "steps": 4},
-            r"chooses its own steps.*\(euler, midpoint, heun, rk4\)",
+            r"chooses its own steps.*\(euler, midpoint, heun, rk4, ddpm, ddim, euler-maruyama\)",
         ),
-        ({"eta": 0.5}, "'dopri5' takes rtol, atol, adjoint, not eta; .*no registered method"),
+        ({"eta": 0.5}, "'dopri5' takes rtol, atol, adjoint, not eta; .*takes it \\(ddim\\)"),
+        ({"zeta": 0.5}, "'dopri5' takes rtol, atol, adjoint, not zeta; .*no registered method"),
     ],
 )
 def test_options_the_solver_does_not_take_are_refused_by_name(given, message):
@@ -206,7 +209,7 @@ def test_defaults_of_another_solver_merge_in_silently():
     fixed = SolverOptions("rk4", 16, adjoint=True)
     assert fixed.merged(method="dopri5") == SolverOptions("dopri5", None, adjoint=True)
     assert fixed.merged(steps=3) == SolverOptions("rk4", 3, adjoint=True)
-    with pytest.raises(ValueError, match="steps must be an int >= 1 for the fixed-step"):
+    with pytest.raises(ValueError, match="steps must be an int >= 1 for method 'midpoint', which"):
         defaults.merged(method="midpoint")  # the new method's requirement still holds
 
 
@@ -256,7 +259,7 @@ def test_a_solver_with_its_own_options_joins_the_registry(damped):
     assert sol.nfe == 4 and sol.state.item() == pytest.approx((1 - 0.7 * 0.5 / 4) ** 4)
     with pytest.raises(ValueError, match=r"eta must be a number in \[0, 1\], got 2.0"):
         SolverOptions().merged(method="damped", steps=4, eta=2.0)
-    with pytest.raises(ValueError, match=rf"'euler' takes {FIXED} not eta.*\(damped\)"):
+    with pytest.raises(ValueError, match=rf"'euler' takes {FIXED} not eta.*\(ddim, damped\)"):
         SolverOptions().merged(method="euler", steps=2, eta=0.5)
     # Its options drop when another method is chosen, and a model accepts them as keywords.
     assert options.merged(method="euler").extra == {}

@@ -53,8 +53,8 @@ def test_duplicate_and_bad_names_are_refused():
 @pytest.mark.parametrize(
     ("table", "names", "message"),
     [
-        (matching.SCHEDULERS, ("condot", "cosine", "polynomial", "vp"), "scheduler"),
-        (matching.PATHS, ("condot", "cosine", "polynomial", "vp", "bridge"), "path"),
+        (matching.SCHEDULERS, ("condot", "cosine", "polynomial", "vp", "vp-cosine"), "scheduler"),
+        (matching.PATHS, ("condot", "cosine", "polynomial", "vp", "vp-cosine", "bridge"), "path"),
         (matching.COUPLINGS, ("independent", "ot", "sinkhorn"), "coupling"),
         (matching.TIME_SAMPLERS, ("uniform", "logit-normal", "mode"), "time_sampler"),
         (ACTIVATIONS, ("tanh", "softplus", "silu", "elu"), "activation"),

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from .. import data, metrics
 from .._checks import check_bool, check_int
+from ..diffusion import Diffusion
 from ..distributions.model import Model
 from ..dynamics import total_nfe
 from ..matching.model import FlowMatching
@@ -251,10 +252,11 @@ STRAIGHTNESS_STEPS = 16
 
 
 def _straightness(model: Model, sample_context: Tensor | None, seed: int) -> float | None:
-    """Path straightness (:func:`flowforge.metrics.straightness`) of a flow-matching model's
-    own trajectories from fresh noise; ``None`` for the other families."""
+    """Path straightness (:func:`flowforge.metrics.straightness`) of a flow-matching or
+    diffusion model's own (probability-flow) trajectories from fresh noise; ``None`` for the
+    other families."""
     inner = getattr(model, "inner", model)  # through Standardize
-    if not isinstance(inner, FlowMatching):
+    if not isinstance(inner, (FlowMatching, Diffusion)):
         return None
     g = torch.Generator().manual_seed(seed + 1)
     shape = (STRAIGHTNESS_POINTS, *model.event_shape)

@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 
 from .. import data, metrics, models, viz
+from ..diffusion import Diffusion
 from ..distributions.model import Model
 from ..matching.model import FlowMatching
 from ..train import RunSpec, TrainConfig, load, start
@@ -232,6 +233,8 @@ def objective(model: Model) -> str:
     inner = getattr(model, "inner", model)  # Standardize wraps the recipe's model
     if isinstance(inner, FlowMatching):
         return "training loss: flow-matching regression (MSE)"
+    if isinstance(inner, Diffusion):
+        return "training loss: denoising regression (MSE)"
     return "training loss: NLL (standardised data, nats)"
 
 

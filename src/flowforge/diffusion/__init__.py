@@ -6,4 +6,19 @@ Importing it registers the samplers in :data:`flowforge.dynamics.SOLVERS` (``met
 ``"ddim"``, ``"euler-maruyama"``); ``import flowforge`` does.
 """
 
-__all__: list[str] = []
+from .model import PREDICTIONS, SCHEDULES, Diffusion, PredictionField, min_snr_weight
+from .samplers import DDIM, DDPM, DIFFUSIONS, EulerMaruyama, PathSampler, ddpm_posterior
+
+__all__ = [
+    "DDIM",
+    "DDPM",
+    "DIFFUSIONS",
+    "PREDICTIONS",
+    "SCHEDULES",
+    "Diffusion",
+    "EulerMaruyama",
+    "PathSampler",
+    "PredictionField",
+    "ddpm_posterior",
+    "min_snr_weight",
+]

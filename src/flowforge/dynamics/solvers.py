@@ -220,7 +220,7 @@ class GridSolver(Solver):
         return MappingProxyType({**self.own, "grid": "uniform", **params})
 
     def check(self, options: SolverOptions) -> None:
-        steps = f"an int >= 1 for the fixed-step method {self.name!r}"
+        steps = f"an int >= 1 for method {self.name!r}, which takes steps along a time grid"
         grid = GRIDS.get(options.get("grid"), "grid")
         if options.steps is None:  # missing rather than of a wrong type
             spaced = (

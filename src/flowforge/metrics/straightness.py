@@ -52,6 +52,9 @@ def straightness(
     r"""Path straightness :math:`S = \mathbb E \int_0^1 \|(x_1 - x_0) - v(t, x_t)\|^2 dt`.
 
     The trajectories start at ``x0`` and are integrated on a uniform grid of ``steps`` steps
+    over the model's time span (:attr:`CNF.span <flowforge.dynamics.CNF.span>`, ``(0, 1)``
+    but for a diffusion model, which stops at ``1 - truncation``; the chord is then divided by
+    the span's length, the speed of a straight path)
     of ``method``; :math:`x_1` is where each ends, and the integral over time is the solver's
     own quadrature over the velocities it evaluated (Euler: the left rule; RK4: the weights
     1/6, 1/3, 1/3, 1/6 of its four stages), so it costs no evaluation beyond the solve and
@@ -86,13 +89,16 @@ def straightness(
     if not isinstance(x0, Tensor) or x0.ndim < 2:
         raise ValueError(f"x0 must be a (B, *event_shape) tensor, got {getattr(x0, 'shape', x0)}")
     v = _field_of(model, context)
-    h = 1.0 / steps
+    inner = model.inner if isinstance(model, Standardize) else model
+    # A model's own time span (a diffusion model stops short of t = 1); (0, 1) for a field.
+    start, end = inner.span if isinstance(inner, CNF) else (0.0, 1.0)
+    h = (end - start) / steps
     with torch.no_grad():
         x = x0
         # (weight, velocity) of every evaluation the solver makes: its own quadrature rule.
         used: list[tuple[float, Tensor]] = []
         for i in range(steps):
-            t = torch.tensor(i * h, dtype=x0.dtype, device=x0.device)
+            t = torch.tensor(start + i * h, dtype=x0.dtype, device=x0.device)
             k1 = v(t, x)
             if method == "euler":
                 used.append((h, k1))
@@ -103,7 +109,7 @@ def straightness(
             k4 = v(t + h, x + h * k3)
             used += [(h / 6, k1), (h / 3, k2), (h / 3, k3), (h / 6, k4)]
             x = x + h / 6 * (k1 + 2 * k2 + 2 * k3 + k4)
-        chord = (x - x0).flatten(1)
+        chord = (x - x0).flatten(1) / (end - start)  # the constant speed of a straight path
         total = sum(w * (chord - k.flatten(1)).square().sum(1) for w, k in used)
         return float(total.mean())  # type: ignore[union-attr]
 
