@@ -126,6 +126,37 @@ def test_ffjord_trains_samples_and_evaluates_with_solver_options(tmp_path, capsy
     assert "unknown solver option 'order'" in capsys.readouterr().err
 
 
+def test_diffusion_samples_with_the_stochastic_samplers_and_evaluates_by_its_ode(tmp_path, capsys):
+    run = tmp_path / "diffusion"
+    argv = ["train", "--model", "diffusion", "--data", "moons", "--steps", "20"]
+    argv += ["-o", "hidden=16", "--no-progress", "--batch-size", "64", "--out", str(run)]
+    assert main(argv) == 0
+    samples = tmp_path / "s.npy"
+    for solver in (
+        ["method=ddim", "steps=5", "eta=0.5"],
+        ["method=ddpm", "steps=5"],
+        ["method=euler-maruyama", "steps=5", "noise=0.5", "diffusion=path"],
+    ):
+        capsys.readouterr()
+        flags = [x for option in solver for x in ("--solver", option)]
+        assert main(["sample", str(run), "-n", "40", "--out", str(samples), *flags]) == 0
+        drawn = np.load(samples)
+        assert drawn.shape == (40, 2) and np.isfinite(drawn).all()
+    # A stochastic sampler has no density: one line, naming why and what to use.
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--solver", "method=ddpm", "--solver", "steps=5"]) == 2
+    err = capsys.readouterr().err
+    assert "no density along it" in err and len(err.strip().splitlines()) == 1
+    assert main(["sample", str(run), "--solver", "method=ddim", "--solver", "eta=2"]) == 2
+    assert "steps must be an int >= 1 for method 'ddim'" in capsys.readouterr().err
+    bad = ["--solver", "method=ddim", "--solver", "steps=5", "--solver", "eta=2"]
+    assert main(["sample", str(run), *bad]) == 2
+    assert "eta must be a number in [0, 1]" in capsys.readouterr().err
+    assert main(["evaluate", str(run), "--samples", "100", "--solver", "steps=4"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["nfe"]["log_prob"] == 4 and np.isfinite(result["nll_nats"])
+
+
 def test_train_on_a_user_csv_with_a_toml_config(tmp_path, capsys):
     rng = np.random.default_rng(0)
     pts = rng.normal(size=(600, 3)) * [1.0, 10.0, 100.0] + [0.0, 50.0, -500.0]

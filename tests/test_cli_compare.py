@@ -521,5 +521,5 @@ def test_compare_reports_the_straightness_of_flow_matching_models(tmp_path):
     for name in ("rectified", "otfm"):
         assert rows[name]["straightness"] > 0
     text = result.report.read_text()
-    assert "Straightness of the flow-matching models' own paths" in text
+    assert "Straightness of the flow-matching and diffusion models' own" in text
     assert f"rectified {rows['rectified']['straightness']:.3g}" in text

@@ -279,9 +279,9 @@ def markdown(
     if straight:
         values = ", ".join(f"{name} {value:.3g}" for name, value in straight)
         lines += [
-            "Straightness of the flow-matching models' own paths, S = E ∫ ‖(x1 − x0) − "
-            "v(t, x_t)‖² dt (0: straight lines, sampled exactly in one Euler step; RK4, 16 steps, "
-            f"from 1,000 noise points): {values}.",
+            "Straightness of the flow-matching and diffusion models' own (probability-flow) "
+            "paths, S = E ∫ ‖(x1 − x0) − v(t, x_t)‖² dt (0: straight lines, sampled exactly in "
+            f"one Euler step; RK4, 16 steps, from 1,000 noise points): {values}.",
             "",
         ]
     if evaluation.test_points is not None or not evaluation.exact_w2:
