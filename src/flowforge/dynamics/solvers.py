@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import Tensor, nn
@@ -255,8 +255,9 @@ class GridSolver(Solver):
         """The ``steps + 1`` times of the grid from ``t0`` to ``t1``, with ``like``'s dtype and
         device."""
         grid = GRIDS[options.get("grid")]
-        kw = {"device": like.device, "dtype": like.dtype}
-        return grid(options.steps, t0, t1, **kw, **self.grid_params(options, grid))
+        steps = cast(int, options.steps)  # check() refused a missing one
+        params = self.grid_params(options, grid)
+        return grid(steps, t0, t1, device=like.device, dtype=like.dtype, **params)
 
 
 class FixedStepSolver(GridSolver, TorchdiffeqSolver):

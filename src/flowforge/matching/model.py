@@ -105,8 +105,9 @@ class FlowMatching(CNF):
         follow from the velocity), or a base other than the standard normal.
         """
         why = None
-        if not isinstance(self.path, AffinePath):
-            why = f"its path is {self.path!r}, not an affine one"
+        path = self.path
+        if not isinstance(path, AffinePath):
+            why = f"its path is {path!r}, not an affine one"
         elif not isinstance(self.coupling, IndependentCoupling):
             why = (
                 f"its noise is paired with the data by {self.coupling!r}: x_t given x1 is then "
@@ -114,13 +115,13 @@ class FlowMatching(CNF):
             )
         elif not isinstance(self.base, StandardNormal):
             why = f"its base is {type(self.base).__name__}, not the standard normal"
-        if why is not None:
+        if why is not None or not isinstance(path, AffinePath):
             raise ValueError(
                 f"the stochastic samplers step along an affine Gaussian path with independent "
                 f"standard-normal noise, and {self._described()} is not on one: {why}; sample "
                 "it with an ODE method (method='dopri5', or 'euler'/'heun'/'rk4' with steps)"
             )
-        return self.path
+        return path
 
     def _pairs(self, batch: Batch) -> tuple[Tensor, Tensor]:
         """The (noise, data) pairs of a training batch: drawn and re-paired by the coupling, or
