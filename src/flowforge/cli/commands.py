@@ -366,6 +366,39 @@ def _output_file(path: str | None, flag: str, suffixes: tuple[str, ...] | None =
     return out
 
 
+def _output_folder(path: str | None, flag: str):
+    """``path`` as a folder to write files into (created if missing), checked before any work."""
+    if path is None:
+        raise ValueError(f"--format png writes one file per sample: give the folder as {flag} DIR")
+    out = Path(path)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"{flag} {path} is a file; --format png needs a folder to write into")
+    folder = out.absolute()
+    while not folder.exists():  # missing folders are created on writing, inside the first one
+        folder = folder.parent
+    if not os.access(folder, os.W_OK):
+        raise ValueError(f"{flag} {path} cannot be written: {folder} is not writable")
+    return out
+
+
+def _check_png_run(dataset, model) -> tuple[int, tuple[int, ...]]:
+    """The data's levels and image shape for ``--format png``; refused for a run whose data are
+    not images of discrete levels."""
+    shape = dataset.image_shape or (model.event_shape if len(model.event_shape) == 3 else None)
+    if shape is None or dataset.levels is None:
+        what = "not images" if shape is None else "continuous (no discrete levels)"
+        raise ValueError(
+            f"--format png writes image files, and this run's data ({dataset.name}) are {what}; "
+            "write .npy or .csv instead"
+        )
+    if shape[0] not in (1, 3):
+        raise ValueError(
+            f"--format png writes grey (1 channel) or RGB (3 channels) images; this run's images "
+            f"have {shape[0]} channels; write .npy instead"
+        )
+    return dataset.levels, tuple(shape)
+
+
 def _write(path: Path, flag: str, write) -> None:
     """Call ``write(path)``; an operating-system refusal becomes one line naming ``flag``."""
     try:
@@ -384,11 +417,28 @@ def register_sample(sub) -> None:
     )
     p.add_argument("run_dir", metavar="RUN", help="the run directory")
     p.add_argument("-n", type=int, default=10_000, help="number of samples (default 10000)")
-    p.add_argument("--out", help="write the samples to this .npy or .csv file")
+    p.add_argument(
+        "--out",
+        help="write the samples to this .npy or .csv file, or with --format png to this folder, "
+        "one PNG file per sample",
+    )
+    p.add_argument(
+        "--format",
+        choices=("npy", "csv", "png"),
+        help="the format of --out (default: its suffix); png: image runs, one 8-bit PNG per "
+        "sample at the data's grey levels",
+    )
     p.add_argument(
         "--plot", help="write a figure of the samples beside the data (.png, .pdf or .svg)"
     )
     p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument(
+        "--chunk-size",
+        type=int,
+        help="samples per model call (bounds memory; default: 2^22 entries' worth, e.g. 65536 "
+        "digits); several chunks show a progress bar",
+    )
+    p.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument(
         "--guidance",
         type=float,
@@ -425,22 +475,46 @@ def run_sample(args: argparse.Namespace) -> int:
     from .. import viz
     from ..train import load_dataset
     from ..train.checkpoint import write_atomic
+    from ..train.sampling import sample_in_chunks, write_pngs
     from ..viz.figure import FIGURE_SUFFIXES
 
     check_int(args.n, "-n", 1, "a positive number of samples")
-    out = _output_file(args.out, "--out", (".npy", ".csv"))
+    if args.chunk_size is not None:
+        check_int(args.chunk_size, "--chunk-size", 1, "a positive number of samples per call")
+    png = args.format == "png"
+    if png:
+        out = _output_folder(args.out, "--out")
+    else:
+        out = _output_file(args.out, "--out", (".npy", ".csv"))
+        if out is not None and args.format and out.suffix.lower() != f".{args.format}":
+            raise ValueError(
+                f"--format {args.format} needs --out ending with .{args.format}, got {args.out}"
+            )
     plot = _output_file(args.plot, "--plot", FIGURE_SUFFIXES)
     model, config = _load_run(args)
     solver = _solver_options(args, model, config)
     label = _label(args, config)
     # The data of the figure first: a moved or deleted data file fails before any sampling.
-    dataset = load_dataset(config) if plot else None
+    dataset = load_dataset(config) if plot or png else None
+    pixels = _check_png_run(dataset, model) if png else None
     labels = _sample_labels(config, label, args.n, args.seed)
     if args.guidance is not None:  # a model that takes no guidance says so, in one line
         solver["guidance"] = args.guidance
     torch.manual_seed(args.seed)
-    x = model.sample(args.n, context=labels, **solver).cpu()
-    if out:
+    x = sample_in_chunks(
+        model,
+        args.n,
+        labels,
+        chunk_size=args.chunk_size,
+        progress=not args.no_progress,
+        **solver,
+    )
+    if out and pixels is not None:
+        levels, shape = pixels
+        images = x.reshape(x.shape[0], *shape)
+        _write(out, "--out", lambda path: write_pngs(images, levels, path))
+        print(f"wrote {args.n} PNG files of {shape[1]}x{shape[2]} pixels to {out}")
+    elif out:
         if out.suffix.lower() == ".npy":
             buf = io.BytesIO()
             np.save(buf, x.numpy())
@@ -449,7 +523,7 @@ def run_sample(args: argparse.Namespace) -> int:
             content = _samples_file(x, config.get("columns"))
         _write(out, "--out", lambda path: write_atomic(path, content))
         print(f"wrote {args.n} samples of shape {tuple(x.shape[1:])} to {out}")
-    if dataset is not None:
+    if plot and dataset is not None:
         reference, title = dataset.test, f"{config['model']['name']} samples"
         if label is not None:
             names = config.get("label_names") or []
