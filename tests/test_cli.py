@@ -270,7 +270,7 @@ def test_train_on_a_user_csv_with_a_toml_config(tmp_path, capsys):
                 "--out",
                 "{tmp}/r",
             ],
-            "unknown data option(s) n_trian; valid: image, key, label, n_test",
+            "unknown data option(s) n_trian; valid: image, key, label, layout, levels, mode, n_",
         ),
         (["compare", "--models", "nsf,bogus", "--out", "{tmp}/c"], "unknown model 'bogus'"),
     ],

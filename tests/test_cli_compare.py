@@ -523,3 +523,25 @@ def test_compare_reports_the_straightness_of_flow_matching_models(tmp_path):
     text = result.report.read_text()
     assert "Straightness of the flow-matching and diffusion models' own" in text
     assert f"rectified {rows['rectified']['straightness']:.3g}" in text
+
+
+def test_image_data_compare_every_model_that_takes_images():
+    import flowforge as ff
+    from flowforge.compare import plan
+
+    images = plan(None, "digits", data_options={"image": True})
+    assert list(images.models) == ff.models.image_models()
+    assert "maf" not in images.models and "diffusion" in images.models
+    assert list(plan(None, "digits").models) == ff.models.available()
+
+
+def test_compare_takes_data_options_on_the_command_line(tmp_path):
+    from flowforge.cli import main
+
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", "digits", "--data-option", "image=true", "--models", "nice"]
+    assert main([*argv, "--steps", "2", "--samples", "20", "--out", str(out)]) == 0
+    (row,) = json.loads((out / "results.json").read_text())["results"]
+    assert row["model"] == "nice" and math.isfinite(row["bits_per_dim"])
+    config = json.loads((out / "runs" / "nice" / "config.json").read_text())
+    assert config["event_shape"] == [1, 8, 8]

@@ -620,7 +620,18 @@ def register_compare(sub) -> None:
         default="checkerboard",
         help="a built-in dataset or a .npy/.npz/.csv file (default checkerboard)",
     )
-    p.add_argument("--models", help="comma-separated model names (default: every registered one)")
+    p.add_argument(
+        "--models",
+        help="comma-separated model names (default: every registered one; on image data every "
+        "one that takes images)",
+    )
+    p.add_argument(
+        "--data-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a dataset option, e.g. --data-option image=true (repeatable)",
+    )
     p.add_argument("--out", required=True, help="the report directory to create")
     p.add_argument("--config", help="a TOML file with [data] and [train] tables")
     p.add_argument(
@@ -696,6 +707,7 @@ def run_compare(args: argparse.Namespace) -> int:
     data_cfg = dict(config.get("data", {}))
     source = data_cfg.pop("source", None) or args.data
     standardize = bool(data_cfg.pop("standardize", True)) and not args.no_standardize
+    data_cfg.update(parse_assignments(args.data_option, "--data-option"))
     result = compare(
         names,
         source,

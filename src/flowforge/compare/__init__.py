@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 
+from .. import data as _data
 from .. import models as _models
 from .._checks import check_int
 from .budgets import BUDGETS, Budget, get_budget, train_configs
@@ -72,7 +73,12 @@ def plan(
 
     Takes the arguments of :func:`compare` but ``out``.
     """
-    names = _models.available() if models is None else models
+    if models is None:
+        # Every registered model, or on image data every one that takes images.
+        event = _data.load(data, **dict(data_options or {})).event_shape
+        names = _models.available() if len(event) == 1 else _models.image_models()
+    else:
+        names = models
     if isinstance(names, str):
         raise TypeError(
             f"models must be a list of model names, got the string {names!r}; "
@@ -128,7 +134,8 @@ def compare(
     :func:`run`).
 
     Args:
-        models: registered model names, in the report's order (default: every registered one).
+        models: registered model names, in the report's order (default: every registered one;
+            on image data, every one that takes images, :func:`~flowforge.models.image_models`).
         data: a built-in dataset name or a ``.npy``/``.npz``/``.csv`` file.
         out: the report directory to create.
         budget: a preset's name (``"quick"``, ``"thorough"``) or a :class:`Budget`.

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from .._checks import check_bool, check_count, check_seed, did_you_mean
+from .._checks import check_bool, check_choice, check_count, check_int, check_seed, did_you_mean
 from .files import SUFFIXES, load_array, read_columns, read_labelled, split_array
 from .toy import TOY_DENSITIES
 
@@ -25,6 +25,9 @@ FILE_FRACTIONS = (0.8, 0.1, 0.1)
 """Train / validation / test fractions of the rows of a user's file."""
 
 _SHOWN_FILES = 3  # data files named when a directory is given: enough to point at the right one
+
+_DEQUANTIZATIONS = ("uniform",)  # how levels become continuous; variational ones may follow
+_MAX_LEVELS = 256  # dequantize keeps floor(L x) exact in float32 up to 8 bits (digits.py)
 
 
 @dataclass(frozen=True, eq=False)
@@ -47,8 +50,9 @@ class Dataset:
             NLL, or ``None``.
         entropy_stderr: the standard error of ``entropy`` (0 for a closed form), or ``None``.
         levels: number of discrete levels the data were dequantised from (17 for the digits,
-            each pixel ``floor(levels * x)``), for the bits/dim correction
-            ``D log(levels)``; ``None`` for continuous data.
+            256 for 8-bit images), for the bits/dim correction ``D log(levels)``; ``None`` for
+            continuous data. With levels every value lies in ``[0, 1)`` and the level of a
+            value ``x`` is ``floor(levels * x)`` exactly (:meth:`quantized`).
         description: one line for people.
         image_shape: ``(C, H, W)`` when the samples are images (flat or not), so plots can
             show them as images; ``None`` otherwise.
@@ -57,8 +61,11 @@ class Dataset:
             ``None`` where the source names none (the built-ins, a headerless file).
         num_classes: ``K``, the number of classes of :attr:`labels` (labels are ``0..K-1``),
             or ``None`` without labels.
-        label_names: what each label index stands for (the digit, a CSV column's text), or
-            ``None`` where the index is the name.
+        label_names: what each label index stands for (the digit, a CSV column's text, an
+            image folder's class sub-folder), or ``None`` where the index is the name.
+        dequantization: how the levels were made continuous: ``"uniform"``, ``x = (v + u) / L``
+            with ``u ~ U[0, 1)`` (:func:`~flowforge.data.dequantize`), the default whenever
+            ``levels`` is set; ``None`` for continuous data.
     """
 
     name: str
@@ -76,6 +83,7 @@ class Dataset:
     columns: tuple[str, ...] | None = None
     num_classes: int | None = None
     label_names: tuple[str, ...] | None = None
+    dequantization: str | None = None
 
     def __post_init__(self) -> None:
         # Others build Datasets too: catch inconsistent pieces here, not deep in training.
@@ -127,6 +135,44 @@ class Dataset:
                     f"{shape}, got {len(columns)} names"
                 )
             object.__setattr__(self, "columns", columns)
+        self._check_levels()
+
+    def _check_levels(self) -> None:
+        if self.levels is None:
+            if self.dequantization is not None:
+                raise ValueError(
+                    f"dequantization={self.dequantization!r} describes discrete data, but "
+                    "levels is None; give the number of levels"
+                )
+            return
+        check_int(self.levels, "levels", 2, maximum=_MAX_LEVELS)
+        if self.dequantization is None:
+            object.__setattr__(self, "dequantization", _DEQUANTIZATIONS[0])
+        check_choice(self.dequantization, "dequantization", _DEQUANTIZATIONS)
+        for split in SPLITS:
+            x = getattr(self, split)
+            # The exact bits/dim correction assumes x = (v + u) / L lies in [0, 1).
+            low, high = float(x.min()), float(x.max())
+            if low < 0 or high >= 1:
+                raise ValueError(
+                    f"{split} must lie in [0, 1) for data dequantised from {self.levels} levels, "
+                    f"got values in [{low:g}, {high:g}]; dequantise with "
+                    "flowforge.data.dequantize(values, levels, generator)"
+                )
+
+    def quantized(self, split: str = "train") -> Tensor:
+        """The integer levels ``floor(levels * x)`` of a split of discrete data, int64.
+
+        Exact for dequantised data (:func:`~flowforge.data.dequantize`), so the noise can be
+        redrawn, e.g. once per epoch: ``dequantize(ds.quantized(), ds.levels, generator)``.
+
+        Raises:
+            ValueError: the dataset is continuous (``levels`` is ``None``), an unknown split.
+        """
+        check_choice(split, "split", SPLITS)
+        if self.levels is None:
+            raise ValueError(f"{self.name} is continuous data (levels is None); it has no levels")
+        return torch.floor(getattr(self, split).double() * self.levels).long()
 
     @property
     def dim(self) -> int:
@@ -159,14 +205,18 @@ def load(
     source: str | os.PathLike,
     *,
     seed: int = 0,
-    image: bool = False,
+    image: bool | None = None,
     n_train: int | None = None,
     n_val: int | None = None,
     n_test: int | None = None,
     key: str | None = None,
     label: str | int | None = None,
+    layout: str | None = None,
+    levels: int | None = None,
+    mode: str | None = None,
 ) -> Dataset:
-    """Load a built-in dataset by name, or the user's ``.npy`` / ``.npz`` / ``.csv`` file.
+    """Load a built-in dataset by name, the user's ``.npy`` / ``.npz`` / ``.csv`` file, or a
+    folder of images.
 
     - **2-D toy densities** (``checkerboard``, ``8gaussians``, ...): ``n_train``, ``n_val``
       and ``n_test`` samples (default 100 000 / 10 000 / 20 000) drawn from the sampler with
@@ -178,13 +228,20 @@ def load(
     - **a file**: :func:`~flowforge.data.load_array`, rows shuffled with ``seed`` and split
       80/10/10 % by :func:`~flowforge.data.split_array`. ``(N, C, H, W)`` arrays are flattened
       to ``(N, C*H*W)`` unless ``image=True``.
+    - **images**: a folder of PNG/JPEG files (class sub-folders as labels), or an ``.npy`` /
+      ``.npz`` array with ``image=True``: :func:`~flowforge.data.load_image_dataset`, split
+      80/10/10 % and dequantised, :math:`x = (v + u) / L` in :math:`[0, 1)`, with ``levels``
+      and ``dequantization`` recorded. A folder gives ``(N, C, H, W)`` unless ``image=False``.
 
     A name of the built-ins takes precedence over a file of the same name.
 
     Args:
         source: a name from :func:`available`, or a path ending in ``.npy``, ``.npz``, ``.csv``.
         seed: seed of the draw (toy), the dequantisation (digits) or the shuffle (file).
-        image: keep images as ``(N, C, H, W)``; only for ``digits`` and 4-D array files.
+        image: keep images as ``(N, C, H, W)``: ``digits``, image arrays (``(N, H, W)``,
+            ``(N, H, W, C)`` or ``(N, C, H, W)``, read by
+            :func:`~flowforge.data.read_image_array`) and folders. ``None`` (the default):
+            images for a folder, flat rows for everything else; ``False`` flattens a folder.
         n_train: toy densities only: number of training samples.
         n_val: toy densities only: number of validation samples.
         n_test: toy densities only: number of test samples.
@@ -192,7 +249,15 @@ def load(
         label: files only: where the class labels are: a ``.csv`` column (its header name or
             its position counted from 1; integers or text), or the name of an ``.npz`` array of
             ``(N,)`` labels. The built-ins carry their labels already (the digit; the mixture
-            component of ``8gaussians``, the arm, blade, ring, moon or circle of the others).
+            component of ``8gaussians``, the arm, blade, ring, moon or circle of the others), a
+            folder its class sub-folders.
+        layout: image arrays only: ``"NCHW"``, ``"NHWC"`` or ``"NHW"`` (any case); detected
+            when ``None`` and said in ``description``.
+        levels: image arrays only: the number of values a pixel takes (default 256 for
+            ``uint8``, the largest value + 1 for other integers; needed for float arrays of
+            whole numbers, which are continuous images without it).
+        mode: image folders only: ``"L"`` (grey), ``"RGB"`` or ``"RGBA"``; default grey when
+            every image is grey, else RGB.
 
     Returns:
         The :class:`Dataset`.
@@ -214,13 +279,15 @@ def load(
             f"source must be a dataset name or a path (str), got {type(source).__name__}"
         )
     check_seed(seed)
-    check_bool(image, "image")
+    if image is not None:
+        check_bool(image, "image")
     sizes = {"n_train": n_train, "n_val": n_val, "n_test": n_test}
     given = [k for k, v in sizes.items() if v is not None]
     name = os.fspath(source)
 
+    images = {"layout": layout, "levels": levels, "mode": mode}
     if name in TOY_DENSITIES:
-        _only(name, image=image, key=key, label=label)
+        _only(name, image=image, key=key, label=label, **images)
         counts = [
             check_count(d if v is None else v, option)
             for (option, v), d in zip(sizes.items(), TOY_SIZES, strict=True)
@@ -229,7 +296,23 @@ def load(
     is_file = Path(name).suffix.lower() in SUFFIXES
     if name != "digits" and not is_file:
         if Path(name).is_dir():
-            raise ValueError(_directory(Path(name)))
+            from .images import is_image_folder, load_image_dataset  # images.py imports this
+
+            if not is_image_folder(Path(name)):
+                raise ValueError(_directory(Path(name)))
+            if given:
+                raise ValueError(f"{', '.join(given)}: sizes apply to the 2-D toy datasets only")
+            keep = True if image is None else image
+            return load_image_dataset(
+                name,
+                seed=seed,
+                image=keep,
+                key=key,
+                label=label,
+                layout=layout,
+                levels=levels,
+                mode=mode,
+            )
         if Path(name).is_file():
             load_array(name)  # raises the error that names the unsupported suffix
         raise ValueError(_unknown(name))
@@ -241,9 +324,31 @@ def load(
     if name == "digits":
         from .digits import load_digits_dataset  # here: digits.py imports this module
 
-        _only(name, key=key, label=label)
-        return load_digits_dataset(image=image, seed=seed)
-    return _load_file(Path(name), seed, image, key, label)
+        _only(name, key=key, label=label, **images)
+        return load_digits_dataset(image=bool(image), seed=seed)
+    path = Path(name)
+    if path.suffix.lower() in (".npy", ".npz") and (
+        image or layout is not None or levels is not None
+    ):
+        from .images import load_image_dataset  # here: images.py imports this module
+
+        return load_image_dataset(
+            path,
+            seed=seed,
+            image=bool(image),
+            key=key,
+            label=label,
+            layout=layout,
+            levels=levels,
+            mode=mode,
+        )
+    for option, value in images.items():
+        if value is not None:
+            raise ValueError(
+                f"{option}={value!r} applies to images (an .npy/.npz array with image=True, or "
+                f"a folder); {path} is a {path.suffix} file"
+            )
+    return _load_file(path, seed, bool(image), key, label)
 
 
 def _only(name: str, **options: object) -> None:
@@ -267,7 +372,8 @@ def _directory(path: Path) -> str:
     shown = ", ".join(inside[:_SHOWN_FILES]) + (", ..." if len(inside) > _SHOWN_FILES else "")
     holds = f"; it holds {shown}" if inside else ""
     return (
-        f"{path} is a directory; a dataset is a built-in name ({', '.join(available())}) "
+        f"{path} is a directory; a dataset is a built-in name ({', '.join(available())}), "
+        f"a folder of images (.png, .jpg, .jpeg; class sub-folders as labels) "
         f"or a file ending with {', '.join(SUFFIXES)}{holds}"
     )
 

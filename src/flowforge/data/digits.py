@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_bool, check_int, check_seed
-from .dataset import Dataset
+from .dataset import _MAX_LEVELS, Dataset
 
 DIGITS_LEVELS = 17
 """Number of grey levels of a digits pixel: the integers 0 to 16."""
@@ -30,8 +30,7 @@ DIGITS_SUMMARY = (
 # of x and then of L * x moves L * x by at most L * 2^-25 + 2^-17 <= 2^-16 < m for L <= 256, so
 # floor(L * x) == v stays exact and x < 1. The narrower interval changes the dequantisation
 # bound of a 64-pixel image by 64 * ln(1 - 2m), about 4e-3 nats.
-_MARGIN = 2.0**-15
-_MAX_LEVELS = 256
+_MARGIN = 2.0**-15  # for every L <= _MAX_LEVELS (256, defined with Dataset)
 
 
 @functools.cache
@@ -130,6 +129,7 @@ def load_digits_dataset(image: bool = False, seed: int = 0) -> Dataset:
         labels={k: y[s].clone() for k, s in splits.items()},
         num_classes=10,
         levels=DIGITS_LEVELS,
+        dequantization="uniform",
         description=DIGITS_SUMMARY,
         image_shape=(1, 8, 8),
     )

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import torch
 from torch import Tensor
 
-from .._checks import check_int, log_class_weights
+from .._checks import check_int, check_positive, log_class_weights
 from ._checks import check_real
 
 
@@ -137,7 +138,12 @@ def nll(
     )
 
 
-def bits_per_dim(nll_nats: float, dim: int, levels: int | None = None) -> float:
+def bits_per_dim(
+    nll_nats: float,
+    dim: int | Sequence[int],
+    levels: int | None = None,
+    scale: float | Tensor | None = None,
+) -> float:
     r"""Bits per dimension :math:`\mathrm{NLL} / (D \ln 2)`, plus :math:`\log_2 L` if discrete.
 
     Without ``levels`` this converts a negative log-likelihood of continuous data from nats per
@@ -160,18 +166,25 @@ def bits_per_dim(nll_nats: float, dim: int, levels: int | None = None) -> float:
     (values 0 to 16). Variational dequantisation (Flow++) learns :math:`q(u \mid v)` and gives a
     tighter bound; it is not implemented here.
 
-    The density must be the one on :math:`x` at that scale: if the model was trained on
-    standardised data :math:`y = (x - m) / s`, first add the log-determinant of that map,
-    :math:`\log p_x(x) = \log p_y(y) - \sum_d \log s_d`, to the log-likelihood.
+    The density must be the one on :math:`x` at that scale. For the NLL of a model of
+    standardised data :math:`y = (x - m) / s` (the inner model of
+    :class:`~flowforge.data.Standardize`), give ``scale`` :math:`= s`: the change of variables
+    :math:`\log p_x(x) = \log p_y(y) - \sum_d \log s_d` adds :math:`\sum_d \log s_d` to the
+    NLL first. A model wrapped in ``Standardize`` already answers in :math:`x` and needs none.
 
     The correction is a constant, so a standard error converts without it:
     ``stderr / (dim * ln 2)``.
 
     Args:
         nll_nats: the mean negative log-likelihood in nats per sample, e.g. ``nll(...).mean``.
-        dim: the number of dimensions :math:`D` of one sample (all elements of an image).
+        dim: the number of dimensions :math:`D` of one sample (all elements of an image),
+            or the event shape, e.g. ``(3, 32, 32)``, whose product it is.
         levels: the number :math:`L \ge 2` of discrete values per dimension in the unit
-            interval of ``x``, or ``None`` for continuous data.
+            interval of ``x``, or ``None`` for continuous data; ``Dataset.levels``.
+        scale: :math:`s > 0` of standardised data :math:`y = (x - m) / s`, when ``nll_nats``
+            is of :math:`y`: a number (every dimension) or a tensor of the event shape (one
+            per dimension, e.g. ``Standardize.std``); ``None`` when ``nll_nats`` is of
+            :math:`x`.
 
     Returns:
         Bits per dimension, a Python float.
@@ -189,17 +202,47 @@ def bits_per_dim(nll_nats: float, dim: int, levels: int | None = None) -> float:
         1.0
         >>> round(bits_per_dim(0.0, dim=64, levels=256), 6)
         8.0
+        >>> round(bits_per_dim(0.0, (1, 8, 8), levels=17), 6)  # uniform on the digits' levels
+        4.087463
     """
     if isinstance(nll_nats, NLLResult):
         raise TypeError("nll_nats must be a number of nats; pass nll(...).mean, not the NLLResult")
     nll_nats = check_real(nll_nats, "nll_nats")
-    dim = check_int(dim, "dim", 1)
+    if isinstance(dim, (tuple, list, torch.Size)):
+        shape = tuple(check_int(d, "dim", 1, "an int >= 1 or an event shape of them") for d in dim)
+        if not shape:
+            raise ValueError("dim must be an int >= 1 or a non-empty event shape, got ()")
+        dim = math.prod(shape)
+    else:
+        shape = None
+        dim = check_int(dim, "dim", 1)
+    if scale is not None:
+        nll_nats += _log_scale(scale, dim, shape)
     bits = nll_nats / (dim * math.log(2))
     if levels is not None:
         # One level would be constant data, whose discrete log-likelihood is always 0.
         levels = check_int(levels, "levels", 2)
         bits += math.log2(levels)
     return bits
+
+
+def _log_scale(scale: float | Tensor, dim: int, shape: tuple[int, ...] | None) -> float:
+    r""":math:`\sum_d \log s_d` of a number (the same for all ``dim`` dimensions) or a tensor that
+    broadcasts to the event shape (a flat ``dim`` without one: ``dim`` elements, or one)."""
+    if not isinstance(scale, Tensor):
+        return dim * math.log(check_positive(scale, "scale"))
+    s = scale.detach().to("cpu", torch.float64)
+    target = shape if shape is not None else (dim,)
+    try:
+        s = torch.broadcast_to(s, target)
+    except RuntimeError:
+        raise ValueError(
+            f"scale must be a number or a tensor that broadcasts to the event shape {target}, "
+            f"got shape {tuple(s.shape)}"
+        ) from None
+    if not bool((torch.isfinite(s) & (s > 0)).all()):
+        raise ValueError(f"scale must be positive and finite everywhere, got min {float(s.min())}")
+    return float(torch.log(s).sum())
 
 
 def marginal_log_prob(
