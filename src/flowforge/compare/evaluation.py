@@ -227,6 +227,9 @@ def evaluate_with_samples(
         "conditional": bool(model.num_classes),
         "nll_stderr": result.stderr,
         "bits_per_dim": metrics.bits_per_dim(result.mean, dim, levels=dataset.levels),
+        # What the bits/dim are exact for: the data's discrete levels and their dequantisation.
+        "levels": dataset.levels,
+        "dequantization": dataset.dequantization,
         # H(x) floors -log p(x), not the conditional -log p(x | y), whose floor H(x | y) is lower.
         "entropy_nats": None if model.num_classes else dataset.entropy,
         "log_prob_seconds": log_prob_s,

@@ -185,6 +185,15 @@ def markdown(
             "training data's proportions.",
             "",
         ]
+    if has_bpd:
+        lines += [
+            f"Bits/dim: the data are {dataset.levels} discrete levels per entry, made continuous "
+            f"by {dataset.dequantization or 'uniform'} dequantisation (x = (v + u) / "
+            f"{dataset.levels}, u ~ U[0, 1)), so a model's density on x bounds the probability "
+            "of the discrete data: bits/dim = (NLL + D log L) / (D ln 2), D entries per "
+            "sample, comparable with published tables for the same data.",
+            "",
+        ]
     if exceptions:
         lines += [
             "Except where its recipe sets its own training defaults (`flowforge models`): "

@@ -156,6 +156,11 @@ def start(spec: RunSpec, out: str | Path, desc: str = "train") -> TrainResult:
     config = {"flowforge_version": __version__, **spec.to_dict(), "dim": dim}
     config["event_shape"] = list(dataset.event_shape)
     config["columns"] = list(dataset.columns) if dataset.columns else None  # CSV header names
+    # Discrete data (the digits, image files): how they were made continuous, so that an
+    # evaluation states, and can redo, the dequantisation its bits/dim are exact for.
+    config["levels"] = dataset.levels
+    config["dequantization"] = dataset.dequantization
+    config["image_shape"] = list(dataset.image_shape) if dataset.image_shape else None
     if spec.conditional:
         dataset_labels(dataset)  # a dataset without labels fails before anything is written
         config["num_classes"] = dataset.num_classes
