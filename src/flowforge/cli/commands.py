@@ -77,7 +77,9 @@ def register_train(sub) -> None:
     )
     p.add_argument("--model", help="a model name (see `flowforge models`)")
     p.add_argument(
-        "--data", help="a built-in dataset (see `flowforge datasets`) or a .npy/.npz/.csv file"
+        "--data",
+        help="a built-in dataset (see `flowforge datasets`), a .npy/.npz/.csv file, or a folder "
+        "of PNG/JPEG images (class sub-folders are labels)",
     )
     p.add_argument("--out", help="the run directory to create")
     p.add_argument("--config", help="a TOML file with [model], [data] and [train] tables")
@@ -618,7 +620,8 @@ def register_compare(sub) -> None:
     p.add_argument(
         "--data",
         default="checkerboard",
-        help="a built-in dataset or a .npy/.npz/.csv file (default checkerboard)",
+        help="a built-in dataset, a .npy/.npz/.csv file or a folder of PNG/JPEG images (default "
+        "checkerboard)",
     )
     p.add_argument(
         "--models",
