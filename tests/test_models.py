@@ -216,7 +216,8 @@ def test_registry_lists_the_families_in_order_of_publication():
 @pytest.mark.parametrize(
     ("name", "kwargs", "error", "message"),
     [
-        ("glowish", {"dim": 2}, ValueError, "unknown model 'glowish': available models are nice"),
+        ("pixelcnn", {"dim": 2}, ValueError, "unknown model 'pixelcnn': available models are"),
+        ("glowish", {"dim": 2}, ValueError, r"unknown model 'glowish': did you mean 'glow'\?"),
         ("nsff", {"dim": 2}, ValueError, r"unknown model 'nsff': did you mean 'nsf'\? available"),
         ("NSF", {"dim": 2}, ValueError, r"unknown model 'NSF': did you mean 'nsf'\?"),
         ("nsf", {"dim": 0}, ValueError, "dim must be a positive int"),
@@ -265,3 +266,142 @@ def test_coupling_mixing_options(mixing):
 def build_mixing(mixing: str) -> ff.Model:
     model = ff.models.create("realnvp", dim=6, mixing=mixing, hidden=(16,)).double()
     return perturb(model, std=0.05).eval()
+
+
+# -- multi-scale image flows: glow and realnvp at small image shapes ------------------------
+
+MULTISCALE = ["glow", "realnvp"]
+IMAGE_SHAPES = [(1, 4, 4), (2, 4, 4)]
+
+
+def build_image(name: str, shape: tuple, seed: int = 0, **extra) -> ff.Model:
+    torch.manual_seed(seed)
+    model = ff.models.create(name, shape=shape, hidden=(8,), steps=2, **extra).double()
+    e = extra.get("context_dim", 0)
+    context = torch.randn(64, e, dtype=torch.float64) if e else None
+    with torch.no_grad():  # ActNorm's initialisation
+        model.log_prob(1.5 * torch.randn(64, *shape, dtype=torch.float64) + 0.5, context)
+    return perturb(model, std=0.05, seed=seed).eval()
+
+
+def image_ladj(f, x: torch.Tensor) -> torch.Tensor:
+    shape = x.shape[1:]
+    return autograd_ladj(lambda v: f(v.view(-1, *shape)).flatten(1), x.flatten(1))
+
+
+VARIANTS = {
+    "glow": {},
+    "glow-resnet": {"conditioner": "resnet"},
+    "glow-3-levels-no-prior": {"levels": 3, "split_prior": False},
+    "realnvp": {},
+    "realnvp-prior-mlp": {"split_prior": True, "conditioner": "mlp"},
+}
+
+
+@pytest.mark.parametrize("shape", IMAGE_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_multiscale_image_identities(variant, shape):
+    name = variant.split("-")[0]
+    if VARIANTS[variant].get("levels", 0) > 2 and shape[1] < 8:
+        shape = (shape[0], 8, 8)  # three squeezes need 8x8
+    model = build_image(name, shape, **VARIANTS[variant])
+    x = 2 * torch.randn(6, *shape, dtype=torch.float64)
+    z, ladj = model.transform.forward_and_ladj(x)
+    assert z.shape == x.shape
+    torch.testing.assert_close(model.decode(z), x, atol=1e-9, rtol=1e-9)
+    torch.testing.assert_close(model.transform.inverse_and_ladj(z)[1], -ladj)
+    expected = model.base.log_prob(z) + image_ladj(model.encode, x)
+    torch.testing.assert_close(model.log_prob(x), expected)
+    samples, log_prob = model.sample_and_log_prob(4)
+    assert samples.shape == (4, *shape)
+    torch.testing.assert_close(log_prob, model.log_prob(samples))
+
+
+@pytest.mark.parametrize("name", MULTISCALE)
+def test_multiscale_gradients_and_context(name):
+    shape = (2, 4, 4)
+    model = build_image(name, shape, context_dim=C, split_prior=True).train()
+    x, c = 2 * torch.randn(8, *shape, dtype=torch.float64), torch.randn(8, C).double()
+    model.loss(x, c).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, pname
+    model.eval()
+    assert (model.log_prob(x, c) - model.log_prob(x, c + 1)).abs().min() > 1e-8
+    z = model.encode(x, c)
+    torch.testing.assert_close(model.decode(z, c), x, atol=1e-9, rtol=1e-9)
+    expected = model.base.log_prob(z) + image_ladj(lambda v: model.encode(v, c), x)
+    torch.testing.assert_close(model.log_prob(x, c), expected)
+
+
+def test_glow_and_realnvp_are_multi_scale_on_images():
+    glow = ff.models.create("glow", shape=(1, 8, 8), levels=3, steps=2, hidden=(8,))
+    scales, t = [], glow.transform
+    while t is not None:  # MultiScale -> its FactorOut's inner -> ...
+        scales.append(t)
+        assert isinstance(t, ff.transforms.MultiScale)
+        t = t.split.inner if t.split is not None else None
+    assert [s.event_shape for s in scales] == [(1, 8, 8), (2, 4, 4), (4, 2, 2)]
+    assert all(s.split is not None and s.split.prior is not None for s in scales[:-1])
+    steps = list(scales[0].transform.transforms)
+    kinds = [ff.transforms.ActNorm, ff.transforms.LULinear, ff.transforms.AffineCoupling]
+    assert [type(p) for p in steps] == kinds * 2
+    assert isinstance(steps[2].conditioner, ff.nets.ConvConditioner)
+    # RealNVP: checkerboard couplings, a squeeze, channel couplings, factor-out; 2 scales here.
+    nvp = ff.models.create("realnvp", shape=(1, 8, 8), hidden=(8,), steps=2, actnorm=False)
+    *board, split = nvp.transform.transforms
+    assert [c.mask.sum().item() for c in board] == [32, 32]
+    assert torch.equal(board[1].mask, ff.transforms.checkerboard_mask((1, 8, 8), flip=True))
+    assert isinstance(split, ff.transforms.MultiScale) and split.split.prior is None
+    assert all(
+        torch.equal(c.mask, ff.transforms.channel_mask((4, 4, 4), flip=i % 2 == 1))
+        for i, c in enumerate(split.transform.transforms)
+    )
+    assert len(split.split.inner.transforms) == 3  # the last scale: steps + 1 checkerboards
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [
+        ("glow", {"shape": (1, 8, 8), "levels": 4}, r"levels=4 .* shape \(1, 8, 8\).*levels <= 3"),
+        ("glow", {"shape": (1, 6, 6), "levels": 2}, r"levels <= 1"),
+        ("glow", {"shape": (1, 8, 8), "levels": 0}, "levels must be an int >= 1"),
+        ("glow", {"dim": 1}, "need dim >= 2"),
+        ("glow", {"dim": 4, "steps": 0}, "steps must be an int >= 1"),
+        ("realnvp", {"shape": (1, 8, 8), "levels": 4}, r"levels <= 3"),
+        ("realnvp", {"dim": 4, "levels": 2}, "levels applies to images"),
+        ("realnvp", {"dim": 4, "conditioner": "resnet"}, "'resnet' takes image shapes"),
+        ("glow", {"dim": 4, "conditioner": "conv"}, "'conv' takes image shapes"),
+        ("glow", {"shape": (1, 4, 4), "conditioner": "unet"}, "conditioner must be one of"),
+        ("realnvp", {"shape": (1, 8, 8), "mixing": "lu"}, "mixing applies to single-scale"),
+    ],
+)
+def test_multiscale_options_are_checked(name, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ff.models.create(name, **kwargs)
+
+
+def test_realnvp_on_vectors_is_unchanged():
+    # The image options leave vectors alone: same parameters, same numbers, bit for bit.
+    torch.manual_seed(0)
+    a = ff.models.create("realnvp", dim=4, hidden=(8,))
+    torch.manual_seed(0)
+    b = ff.models.create("realnvp", dim=4, hidden=(8,), conditioner="mlp", steps=5, levels=1)
+    x = torch.randn(5, 4)
+    torch.testing.assert_close(a.log_prob(x), b.log_prob(x), rtol=0, atol=0)
+    assert list(a.state_dict()) == list(b.state_dict())
+
+
+@pytest.mark.parametrize("name", MULTISCALE)
+def test_multiscale_flows_learn(name):
+    # A few Adam steps on correlated images lower the NLL: the parameters are wired to the loss.
+    torch.manual_seed(0)
+    base = torch.randn(256, 1, 2, 2).repeat_interleave(2, 2).repeat_interleave(2, 3)
+    x = base + 0.1 * torch.randn(256, 1, 4, 4)
+    model = ff.models.create(name, shape=(1, 4, 4), hidden=(16,), steps=2)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    first = model.loss(x).item()
+    for _ in range(30):
+        opt.zero_grad()
+        model.loss(x).backward()
+        opt.step()
+    assert model.loss(x).item() < first - 5.0

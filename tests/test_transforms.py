@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 
 import flowforge.transforms as T
-from flowforge.nets import ConvConditioner, MLPConditioner
+from flowforge.nets import ConvConditioner, MLPConditioner, ResNetConditioner
 from helpers import autograd_ladj, perturb, state_round_trip
 
 C = 3  # context features of the conditional constructors
@@ -25,14 +25,16 @@ IMAGE = (2, 4, 4)
 @dataclass(frozen=True)
 class Entry:
     """One constructor of the table: the class it covers, ``make(shape, context_features)``,
-    whether it takes a context, and the event ranks it is built at (vector-only transforms say
-    so, with the reason)."""
+    whether it takes a context, the event ranks it is built at (vector-only transforms say
+    so, with the reason), and whether its forward direction takes inputs in ``(0, 1)`` only
+    (``unit``: the logit)."""
 
     cls: type[T.Transform]
     make: Callable[[tuple[int, ...], int], T.Transform]
     context: bool = False
     ranks: tuple[int, ...] = (1, 3)
     why: str = ""
+    unit: bool = False
 
 
 def _compose(shape: tuple[int, ...], c: int) -> T.Transform:
@@ -51,6 +53,27 @@ def _compose(shape: tuple[int, ...], c: int) -> T.Transform:
     )
 
 
+def _factor_out(shape: tuple[int, ...], c: int) -> T.Transform:
+    inner = T.AffineCoupling(T.kept_shape(shape), hidden=H, context_features=c)
+    return T.FactorOut(shape, inner, prior=True, hidden=H, context_features=c)
+
+
+def _multiscale(shape: tuple[int, ...], c: int) -> T.Transform:
+    """Two scales: (2, 4, 4) -> (8, 2, 2), half leaves, (4, 2, 2) -> (16, 1, 1)."""
+
+    def steps(s: tuple[int, ...]) -> T.Transform:
+        coupling = T.AffineCoupling(
+            s, mask=T.channel_mask(s), hidden=H, context_features=c, conditioner="conv"
+        )
+        return T.Compose([T.ActNorm(s), T.LULinear(s, seed=1), coupling])
+
+    sq = T.squeezed_shape(shape)
+    last_shape = T.kept_shape(sq)
+    last = T.MultiScale(last_shape, steps(T.squeezed_shape(last_shape)))
+    return T.MultiScale(shape, steps(sq), last, prior=True, hidden=H, context_features=c)
+
+
+IMAGE_ONLY = "space-to-depth needs an image's height and width"
 MADE_ONLY = "MADE's autoregressive order runs over flat vectors"
 TRANSFORMS: dict[str, Entry] = {
     "elementwise_affine": Entry(T.ElementwiseAffine, lambda s, c: T.ElementwiseAffine(s)),
@@ -90,6 +113,15 @@ TRANSFORMS: dict[str, Entry] = {
         context=True,
         ranks=(3,),
         why="the convolutional conditioner takes images",
+    ),
+    "affine_coupling_resnet": Entry(
+        T.AffineCoupling,
+        lambda s, c: T.AffineCoupling(
+            s, mask=T.channel_mask(s), hidden=(8, 6), context_features=c, conditioner="resnet"
+        ),
+        context=True,
+        ranks=(3,),
+        why="the residual conditioner takes images",
     ),
     "spline_coupling": Entry(
         T.SplineCoupling,
@@ -158,6 +190,13 @@ TRANSFORMS: dict[str, Entry] = {
         why="its Lipschitz branch is an MLP on flat vectors",
     ),
     "compose": Entry(T.Compose, _compose, context=True),
+    "squeeze": Entry(T.Squeeze, lambda s, c: T.Squeeze(s), ranks=(3,), why=IMAGE_ONLY),
+    "logit": Entry(T.Logit, lambda s, c: T.Logit(s, alpha=0.05), unit=True),
+    "factor_out": Entry(T.FactorOut, _factor_out, context=True),
+    "factor_out_plain": Entry(
+        T.FactorOut, lambda s, c: T.FactorOut(s, inner=T.ActNorm(T.kept_shape(s)))
+    ),
+    "multiscale": Entry(T.MultiScale, _multiscale, context=True, ranks=(3,), why=IMAGE_ONLY),
 }
 SHAPES = {1: VECTOR, 3: IMAGE}
 CASES = [
@@ -191,17 +230,25 @@ def build(
     t = entry.make(shape, c).double()
     context = torch.randn(16, c, dtype=torch.float64) if c else None
     # Run once in training mode so data-dependent initialisation (ActNorm) happens first.
+    first = torch.rand(64, *shape, dtype=torch.float64) if entry.unit else None
     t.forward_and_ladj(
-        2 * torch.randn(64, *shape, dtype=torch.float64) + 1,
+        2 * torch.randn(64, *shape, dtype=torch.float64) + 1 if first is None else first,
         None if c == 0 else torch.randn(64, c, dtype=torch.float64),
     )
     perturb(t, std=0.1)
     return t.eval(), context
 
 
-def inputs(shape: tuple[int, ...]) -> torch.Tensor:
+def inputs(shape: tuple[int, ...], unit: bool = False) -> torch.Tensor:
+    if unit:  # the logit's domain, away from its ends
+        return 0.01 + 0.98 * torch.rand(16, *shape, dtype=torch.float64)
     # Wide enough that spline inputs land both inside and outside the spline's interval.
     return 2.5 * torch.randn(16, *shape, dtype=torch.float64)
+
+
+def out_shape(t: T.Transform, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The event shape ``t`` returns: its input's, unless it changes it (a squeeze)."""
+    return getattr(t, "out_shape", shape)
 
 
 def flat_ladj(f, x: torch.Tensor) -> torch.Tensor:
@@ -214,12 +261,13 @@ def flat_ladj(f, x: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize(("name", "shape"), CASES)
 def test_invertible(name, shape, conditional):
     t, c = build(name, shape, conditional)
-    x = inputs(shape)
+    x = inputs(shape, TRANSFORMS[name].unit)
     y, _ = t.forward_and_ladj(x, c)
-    assert y.shape == x.shape
+    assert y.shape == (x.shape[0], *out_shape(t, shape))
     torch.testing.assert_close(t.inverse_and_ladj(y, c)[0], x, atol=1e-9, rtol=1e-9)
-    x2, _ = t.inverse_and_ladj(x, c)
-    torch.testing.assert_close(t.forward_and_ladj(x2, c)[0], x, atol=1e-9, rtol=1e-9)
+    y2 = inputs(out_shape(t, shape))
+    x2, _ = t.inverse_and_ladj(y2, c)
+    torch.testing.assert_close(t.forward_and_ladj(x2, c)[0], y2, atol=1e-9, rtol=1e-9)
     # The conveniences agree with the log-det methods.
     torch.testing.assert_close(t(x, c), y, atol=1e-12, rtol=1e-12)
 
@@ -228,7 +276,7 @@ def test_invertible(name, shape, conditional):
 @pytest.mark.parametrize(("name", "shape"), CASES)
 def test_ladj_matches_autograd(name, shape, conditional):
     t, c = build(name, shape, conditional)
-    x = inputs(shape)
+    x = inputs(shape, TRANSFORMS[name].unit)
     y, ladj = t.forward_and_ladj(x, c)
     assert ladj.shape == (x.shape[0],)
     torch.testing.assert_close(ladj, flat_ladj(lambda v: t.forward_and_ladj(v, c)[0], x))
@@ -240,9 +288,9 @@ def test_ladj_matches_autograd(name, shape, conditional):
 @pytest.mark.parametrize(("name", "shape"), CASES)
 def test_gradients_reach_every_parameter(name, shape):
     t, c = build(name, shape, conditional=True)
-    x = inputs(shape).requires_grad_()
+    x = inputs(shape, TRANSFORMS[name].unit).requires_grad_()
     y, ladj = t.forward_and_ladj(x, c)
-    x2, ladj2 = t.inverse_and_ladj(x, c)
+    x2, ladj2 = t.inverse_and_ladj(inputs(out_shape(t, shape)), c)
     (y.square().sum() + ladj.sum() + x2.square().sum() + ladj2.sum()).backward()
     for pname, p in t.named_parameters():
         assert p.grad is not None, pname
@@ -257,7 +305,7 @@ def test_state_dict_round_trip(name, shape):
     entry = TRANSFORMS[name]
     fresh = entry.make(shape, C if entry.context else 0).double().eval()
     state_round_trip(t, fresh)
-    x = inputs(shape)
+    x = inputs(shape, entry.unit)
     for a, b in zip(t.forward_and_ladj(x, c), fresh.forward_and_ladj(x, c), strict=True):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
@@ -275,7 +323,7 @@ def test_context_changes_output(name, shape):
     inner = t.transform if isinstance(t, T.Inverse) else t
     if isinstance(inner, T.Coupling):
         assert changed[inner.mask].all() and not changed[~inner.mask].any()
-    elif not isinstance(t, T.Compose):
+    elif not isinstance(t, T.Compose | T.FactorOut | T.MultiScale):
         assert changed.all()
 
 
@@ -285,6 +333,7 @@ def test_wrong_event_shape_is_an_error(name, shape):
     expected = rf"shape \(B, {', '.join(map(str, shape))}\)"
     with pytest.raises(ValueError, match=expected):
         t.forward_and_ladj(torch.randn(4, math.prod(shape) + 1, dtype=torch.float64))
+    expected = rf"shape \(B, {', '.join(map(str, out_shape(t, shape)))}\)"
     with pytest.raises(ValueError, match=expected):
         t.inverse_and_ladj(torch.randn(4, *shape, 1, dtype=torch.float64))
 
@@ -348,8 +397,8 @@ def test_coupling_masks_are_validated():
         T.AffineCoupling((2, 4, 4), mask=torch.ones(4, 4, dtype=torch.bool))
     with pytest.raises(ValueError, match="both True and False"):
         T.AffineCoupling((1, 2, 2), mask=torch.ones(1, 2, 2, dtype=torch.bool))
-    with pytest.raises(ValueError, match="conditioner must be one of mlp, conv"):
-        T.AffineCoupling((1, 2, 2), conditioner="resnet")
+    with pytest.raises(ValueError, match="conditioner must be one of mlp, conv, resnet"):
+        T.AffineCoupling((1, 2, 2), conditioner="unet")
     with pytest.raises(ValueError, match=r"takes image events \(C, H, W\)"):
         T.AffineCoupling(4, conditioner="conv")
 
@@ -365,9 +414,10 @@ def test_a_custom_conditioner_module_is_used_as_given():
     torch.testing.assert_close(t(x), x, rtol=0, atol=0)
 
 
-def test_conv_conditioner_reads_only_the_identity_entries():
+@pytest.mark.parametrize("kind", [ConvConditioner, ResNetConditioner])
+def test_conv_conditioner_reads_only_the_identity_entries(kind):
     mask = T.checkerboard_mask((2, 4, 4))
-    net = perturb(ConvConditioner(mask, 3, hidden=(8, 8), context_features=2).double(), 0.3)
+    net = perturb(kind(mask, 3, hidden=(8, 8), context_features=2).double(), 0.3)
     x, c = torch.randn(2, 2, 4, 4, dtype=torch.float64), torch.randn(2, 2, dtype=torch.float64)
     jac = torch.autograd.functional.jacobian(lambda v: net(v, c).sum(0), x)  # (n, P, B, C, H, W)
     reads = jac.abs().sum(dim=(0, 1, 2)) > 0
@@ -465,3 +515,100 @@ def test_permutation_rejects_non_permutations():
 def test_coupling_needs_two_features():
     with pytest.raises(ValueError, match="at least 2 features"):
         T.AffineCoupling(1)
+
+
+# -- image transforms: squeeze, split and merge are permutations; the logit ------------------
+
+
+def test_squeeze_is_space_to_depth_and_an_exact_permutation():
+    t = T.Squeeze((2, 4, 6))
+    assert t.out_shape == (8, 2, 3) == T.squeezed_shape((2, 4, 6))
+    x = torch.arange(2 * 2 * 4 * 6, dtype=torch.float64).view(2, 2, 4, 6)
+    y, ladj = t.forward_and_ladj(x)
+    assert y.shape == (2, 8, 2, 3) and not ladj.any()
+    # Entry (c, 2i + a, 2j + b) goes to (4c + 2a + b, i, j).
+    for c, i, j, a, b in [(0, 0, 0, 0, 0), (1, 1, 2, 1, 0), (0, 1, 1, 0, 1), (1, 0, 2, 1, 1)]:
+        assert y[1, 4 * c + 2 * a + b, i, j] == x[1, c, 2 * i + a, 2 * j + b]
+    assert torch.equal(y.flatten(1).sort(dim=1).values, x.flatten(1))  # each entry once
+    back, inv_ladj = t.inverse_and_ladj(y)
+    assert torch.equal(back, x) and not inv_ladj.any()
+
+
+def test_squeeze_refuses_odd_sizes_and_vectors():
+    with pytest.raises(ValueError, match=r"even height and width, got shape \(1, 5, 4\)"):
+        T.Squeeze((1, 5, 4))
+    with pytest.raises(ValueError, match=r"takes image events \(C, H, W\), got event shape \(6,\)"):
+        T.Squeeze((6,))
+
+
+def test_split_and_merge_are_exact_permutations():
+    x = torch.randn(3, 4, 4, 4, dtype=torch.float64)
+    # Nothing transforms either half: the factor-out gives its input back, bit for bit.
+    for t in [T.FactorOut((4, 4, 4)), T.FactorOut((4, 4, 4), inner=T.Compose([]))]:
+        y, ladj = t.forward_and_ladj(x)
+        assert torch.equal(y, x) and not ladj.any()
+        assert torch.equal(t.inverse(y), x)
+    # Two scales of squeeze and split with identity steps: a fixed permutation of the entries.
+    identity = T.Compose([])
+    t = T.MultiScale((4, 4, 4), identity, T.MultiScale((8, 2, 2), identity))
+    ramp = torch.arange(64, dtype=torch.float64).view(1, 4, 4, 4)
+    perm = t(ramp).flatten().long()
+    assert torch.equal(perm.sort().values, torch.arange(64))
+    torch.testing.assert_close(t(x).flatten(1), x.flatten(1)[:, perm], rtol=0, atol=0)
+    assert torch.equal(t.inverse(t(x)), x)
+
+
+def test_factor_out_leaves_half_and_conditions_it_on_the_rest():
+    t = perturb(T.FactorOut((4, 2, 2), inner=T.ActNorm((2, 2, 2)), prior=True).double(), 0.3)
+    assert T.kept_shape((4, 2, 2)) == (2, 2, 2) and T.kept_shape((5,)) == (3,)
+    x = torch.randn(5, 4, 2, 2, dtype=torch.float64)
+    y = t(x)
+    # The kept channels go through the inner transform only; the leaving ones through the prior,
+    # which reads the kept ones.
+    torch.testing.assert_close(y[:, :2], t.inner(x[:, :2]), rtol=0, atol=0)
+    moved = x.clone()
+    moved[:, :2] += 1.0
+    assert (t(moved)[:, 2:] - y[:, 2:]).abs().min() > 0
+    with pytest.raises(ValueError, match=r"at least 2 channels, got event shape \(1, 4, 4\)"):
+        T.FactorOut((1, 4, 4))
+    with pytest.raises(TypeError, match="inner must be a flowforge Transform"):
+        T.FactorOut((2, 4, 4), inner=torch.nn.Identity())
+    with pytest.raises(TypeError, match="prior must be True or False"):
+        T.FactorOut((2, 4, 4), prior=1)
+    with pytest.raises(ValueError, match="with inner=None nothing leaves"):
+        T.MultiScale((2, 4, 4), T.Compose([]), prior=True)
+    with pytest.raises(TypeError, match="transform must be a flowforge Transform"):
+        T.MultiScale((2, 4, 4), torch.nn.Identity())
+
+
+def test_logit_values_and_domain():
+    t = T.Logit((1, 2, 2), alpha=0.1)
+    x = torch.tensor([0.0, 0.25, 0.5, 1.0], dtype=torch.float64).view(1, 1, 2, 2)
+    y, ladj = t.forward_and_ladj(x)
+    s = 0.1 + 0.8 * x
+    torch.testing.assert_close(y, torch.log(s / (1 - s)))
+    torch.testing.assert_close(ladj, (math.log(0.8) - torch.log(s * (1 - s))).sum().view(1))
+    assert y[0, 0, 1, 0] == 0.0  # x = 1/2 is the logit's centre
+    with pytest.raises(ValueError, match=r"x in \[0, 1\].*got values in \[-0.5, 1\]"):
+        t(torch.tensor([-0.5, 0.0, 0.0, 1.0]).view(1, 1, 2, 2))
+    for alpha in (0.0, 0.5, -0.1):
+        with pytest.raises(ValueError, match=r"alpha must be a number in \(0, 0.5\)"):
+            T.Logit(4, alpha=alpha)
+
+
+def test_resnet_conditioner_is_residual_blocks_started_at_zero():
+    net = ResNetConditioner(T.channel_mask((2, 4, 4)), 2, hidden=(8, 8, 4))
+    blocks = [m for m in net.net if type(m).__name__ == "_ResidualBlock"]
+    assert len(blocks) == 3  # one per entry of hidden
+    assert isinstance(blocks[-1].skip, torch.nn.Conv2d)  # the width changes 8 -> 4
+    x = torch.randn(3, 2, 4, 4)
+    assert net(x).shape == (3, 16, 2) and not net(x).any()  # zero at the start
+
+
+def test_logit_inverse_is_stable_far_out():
+    t = T.Logit(3, alpha=0.05)
+    y = torch.tensor([[-60.0, 0.0, 60.0]], dtype=torch.float64)
+    x, ladj = t.inverse_and_ladj(y)
+    assert torch.isfinite(x).all() and torch.isfinite(ladj).all()
+    # sigmoid saturates to 0 and 1: x reaches the ends of the logit's domain, just outside [0, 1].
+    torch.testing.assert_close(x[0, [0, 2]], torch.tensor([-0.05 / 0.9, 0.95 / 0.9]).double())

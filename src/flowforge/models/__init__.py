@@ -6,7 +6,7 @@ Example:
     True
 """
 
-from . import discrete, residual, continuous, matching, meanflow, diffusion  # noqa: F401  (register the recipes)  # isort: skip
+from . import discrete, residual, glow, continuous, matching, meanflow, diffusion  # noqa: F401  (register the recipes)  # isort: skip
 from .registry import Recipe, available, create, image_models, recipe, register
 
 __all__ = ["Recipe", "available", "create", "image_models", "recipe", "register"]

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from .._registry import Registry
 from ..distributions import StandardNormal, conditioning_features
 from ..dynamics import CNF, SolverOptions
 from ..estimators import DIVERGENCES
-from ..nets import TimeMLP
+from ..nets import TimeMLP, UNet
 from ..transforms.base import event_shape_of
 from .discrete import Hidden, _hidden_option
 from .registry import register
@@ -26,6 +28,56 @@ def _activation(name: object) -> type[nn.Module]:
     return ACTIVATIONS[name]
 
 
+def _mlp_field(
+    shape: tuple[int, ...],
+    hidden: Hidden,
+    time_embedding: str,
+    activation: str,
+    context_features: int,
+    zero_output: bool,
+    channels: int,
+    times: int,
+) -> nn.Module:
+    net = TimeMLP(
+        shape,
+        _hidden_option(hidden),
+        time_embedding=time_embedding,
+        context_features=context_features,
+        activation=_activation(activation),
+        times=times,
+    )
+    if zero_output:
+        nn.init.zeros_(net.out.weight)
+        nn.init.zeros_(net.out.bias)
+    return net
+
+
+def _unet_field(
+    shape: tuple[int, ...],
+    hidden: Hidden,
+    time_embedding: str,
+    activation: str,
+    context_features: int,
+    zero_output: bool,
+    channels: int,
+    times: int,
+) -> nn.Module:
+    if len(shape) != 3:
+        raise ValueError(
+            f"field='unet' takes image shapes (C, H, W), got shape {shape}; use field='mlp' "
+            f"for vectors"
+        )
+    return UNet(shape, channels, context_features=context_features, times=times)
+
+
+#: The vector-field networks a continuous recipe's ``field`` option names, by their builders:
+#: ``"mlp"``, a :class:`~flowforge.nets.TimeMLP` over the (flattened) event, any shape;
+#: ``"unet"``, a :class:`~flowforge.nets.UNet`, image shapes ``(C, H, W)`` only.
+FIELDS: Registry[Callable[..., nn.Module]] = Registry("field")
+FIELDS.register("mlp", _mlp_field)
+FIELDS.register("unet", _unet_field)
+
+
 def vector_field(
     shape: tuple[int, ...],
     hidden: Hidden,
@@ -33,24 +85,27 @@ def vector_field(
     activation: str,
     context_features: int,
     zero_output: bool = True,
-) -> TimeMLP:
-    """A :class:`~flowforge.nets.TimeMLP` over events of ``shape`` (flattened when the rank is
-    above 1) taking ``context_features`` conditioning features (see
-    :func:`~flowforge.distributions.conditioning_features`); with ``zero_output`` its output
-    layer starts at zero: :math:`v = 0`, the identity flow, which the first solves integrate in
-    a handful of steps (what maximum-likelihood training wants; flow matching regresses and
-    needs no such start)."""
-    net = TimeMLP(
-        shape,
-        _hidden_option(hidden),
-        time_embedding=time_embedding,
-        context_features=context_features,
-        activation=_activation(activation),
+    field: str = "mlp",
+    channels: int = 32,
+    times: int = 1,
+) -> nn.Module:
+    """The ``field`` network (:data:`FIELDS`) over events of ``shape`` taking
+    ``context_features`` conditioning features (see
+    :func:`~flowforge.distributions.conditioning_features`).
+
+    ``"mlp"``: a :class:`~flowforge.nets.TimeMLP` of ``hidden`` sizes, ``time_embedding`` and
+    ``activation`` (flattening events of rank above 1); with ``zero_output`` its output layer
+    starts at zero: :math:`v = 0`, the identity flow, which the first solves integrate in a
+    handful of steps (what maximum-likelihood training wants; flow matching regresses and needs
+    no such start). ``"unet"``: a :class:`~flowforge.nets.UNet` of width ``channels`` for image
+    shapes ``(C, H, W)`` (``hidden``, ``time_embedding`` and ``activation`` are the MLP's and
+    unused); it always starts at :math:`v = 0`, as U-Nets for diffusion do. ``times=2``: a
+    field of two times (MeanFlow).
+    """
+    build = FIELDS[field]
+    return build(
+        shape, hidden, time_embedding, activation, context_features, zero_output, channels, times
     )
-    if zero_output:
-        nn.init.zeros_(net.out.weight)
-        nn.init.zeros_(net.out.bias)
-    return net
 
 
 # With flowforge's trainer lr 3e-3 beat the paper's 1e-3 at short budgets: validation NLL 3.651 vs
@@ -67,6 +122,8 @@ def ffjord(
     hidden: Hidden = (64, 64, 64),
     time_embedding: str = "concat",
     activation: str = "tanh",
+    field: str = "mlp",
+    channels: int = 32,
     divergence: str = "hutchinson",
     probe: str = "rademacher",
     kinetic: float = 0.0,
@@ -94,8 +151,10 @@ def ffjord(
     divergence unless told otherwise, e.g. ``model.sample(n, method="rk4", steps=8)``.
 
     ``shape`` is the event shape, ``(D,)`` for vectors or ``(C, H, W)`` for images (an int
-    ``D`` means ``(D,)``); the field is an MLP over the flattened event either way (exact
-    divergences cost ``C H W`` backward passes per evaluation: keep Hutchinson for images).
+    ``D`` means ``(D,)``). ``field`` picks the network: ``"mlp"`` (over the flattened event for
+    images) or, for images, ``"unet"``, a convolutional :class:`~flowforge.nets.UNet` of width
+    ``channels`` (exact divergences cost ``C H W`` backward passes per evaluation either way:
+    keep Hutchinson for images).
     ``context_dim`` conditions on float features, ``num_classes`` on class labels.
     ``label_dropout`` (default 0.1, used only by a conditional model): the probability that a
     training sample's label (or features) is replaced by the null one, so that the field also
@@ -108,7 +167,9 @@ def ffjord(
     train_solver = SolverOptions(method, steps, rtol, atol, adjoint)
     features = conditioning_features(context_dim, num_classes)
     return CNF(
-        vector_field(shape, hidden, time_embedding, activation, features),
+        vector_field(
+            shape, hidden, time_embedding, activation, features, field=field, channels=channels
+        ),
         StandardNormal(shape),
         context_dim,
         num_classes=num_classes,

@@ -28,6 +28,8 @@ def diffusion(
     hidden: Hidden = (256, 256, 256),
     time_embedding: str = "concat",
     activation: str = "silu",
+    field: str = "mlp",
+    channels: int = 32,
     schedule: str = "cosine",
     beta_min: float = 0.1,
     beta_max: float = 20.0,
@@ -68,7 +70,8 @@ def diffusion(
     solver integrates the probability-flow ODE (``method="heun", steps=16``).
 
     ``shape`` is the event shape, ``(D,)`` for vectors or ``(C, H, W)`` for images (an int
-    ``D`` means ``(D,)``; the network is an MLP over the flattened event either way);
+    ``D`` means ``(D,)``). ``field`` picks the network as for ``fm``: ``"mlp"`` (over the
+    flattened event for images) or, for images, ``"unet"`` (width ``channels``);
     ``context_dim`` conditions on float features, ``num_classes`` on class labels, with
     ``label_dropout`` (default 0.1) for classifier-free guidance as for ``fm``.
     """
@@ -76,7 +79,16 @@ def diffusion(
     scheduler = SCHEDULES[schedule](beta_min=beta_min, beta_max=beta_max)
     features = conditioning_features(context_dim, num_classes)
     return Diffusion(
-        vector_field(shape, hidden, time_embedding, activation, features, zero_output=False),
+        vector_field(
+            shape,
+            hidden,
+            time_embedding,
+            activation,
+            features,
+            zero_output=False,
+            field=field,
+            channels=channels,
+        ),
         StandardNormal(shape),
         scheduler=scheduler,
         prediction=prediction,

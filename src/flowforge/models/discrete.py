@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from .. import transforms as T
-from .._checks import check_choice, check_int
+from .._checks import check_bool, check_choice, check_int
 from ..distributions import Flow, StandardNormal, conditioning_features
 from ..transforms.base import event_shape_of
 from .registry import register
@@ -83,10 +83,10 @@ def _coupling_flow(
             raise ValueError(
                 f"coupling flows split the features in two and need dim >= 2, got {dim}"
             )
-        if conditioner == "conv":
+        if conditioner in ("conv", "resnet"):
             raise ValueError(
-                f"conditioner='conv' takes image shapes (C, H, W), got shape {event}; use "
-                f"conditioner='mlp' for vectors"
+                f"conditioner={conditioner!r} takes image shapes (C, H, W), got shape {event}; "
+                f"use conditioner='mlp' for vectors"
             )
         if mixing == "auto":
             mixing = "alternate" if dim == 2 else "permutation"
@@ -144,7 +144,8 @@ def nice(
     channels (``"lu"`` is Glow's invertible 1x1 convolution) and ``"auto"`` is ``"alternate"``
     for one channel and ``"lu"`` for more. ``conditioner`` picks the coupling networks:
     ``"mlp"`` (default) flattens the event, ``"conv"`` (images only) is a stack of 3x3
-    convolutions with ``hidden`` as channel widths. ``context_dim`` conditions on float
+    convolutions with ``hidden`` as channel widths, ``"resnet"`` (images only) residual blocks
+    of those widths. ``context_dim`` conditions on float
     features, ``num_classes`` on class labels ``0..K-1``.
     """
     h = _hidden_option(hidden)
@@ -160,28 +161,139 @@ def nice(
     )
 
 
+def halvings(event: tuple[int, ...], smallest: int) -> int:
+    """How many times the height and width of an image ``event`` can be halved (squeezed)
+    leaving at least ``smallest`` positions."""
+    _, h, w = event
+    n = 0
+    while h % 2 == 0 and w % 2 == 0 and (h // 2) * (w // 2) >= smallest:
+        h, w, n = h // 2, w // 2, n + 1
+    return n
+
+
+def check_levels(name: str, event: tuple[int, ...], levels: object, most: int) -> int:
+    """``levels`` as an int in ``[1, most]``, the error naming the shape that limits it."""
+    levels = check_int(levels, "levels", 1)
+    if levels > most:
+        raise ValueError(
+            f"{name} with levels={levels} halves the height and width of the image more often "
+            f"than shape {event} allows (odd sizes cannot be squeezed); use levels <= {most}"
+        )
+    return levels
+
+
+def _multiscale_realnvp(
+    event: tuple[int, ...],
+    levels: int,
+    steps: int,
+    actnorm: bool,
+    split_prior: bool,
+    make_coupling: Callable[..., T.Transform],
+    prior_hidden: tuple[int, ...],
+    features: int,
+) -> T.Transform:
+    """RealNVP's multi-scale architecture on ``event``: at each scale ``steps`` checkerboard
+    couplings, a squeeze, ``steps`` channel couplings and a factor-out of half the channels; at
+    the last scale ``steps + 1`` checkerboard couplings."""
+
+    def couplings(shape: tuple[int, ...], mask: Callable[..., Tensor], n: int) -> list[T.Transform]:
+        parts: list[T.Transform] = []
+        for i in range(n):
+            if actnorm:
+                parts.append(T.ActNorm(shape))
+            parts.append(make_coupling(shape, mask=mask(shape, i % 2 == 1)))
+        return parts
+
+    def scale(shape: tuple[int, ...], level: int) -> T.Transform:
+        if level == levels - 1:
+            return T.Compose(couplings(shape, T.checkerboard_mask, steps + 1))
+        squeezed = T.squeezed_shape(shape)
+        channel = T.Compose(couplings(squeezed, T.channel_mask, steps))
+        inner = scale(T.kept_shape(squeezed), level + 1)
+        split = T.MultiScale(shape, channel, inner, split_prior, prior_hidden, features)
+        return T.Compose([*couplings(shape, T.checkerboard_mask, steps), split])
+
+    return scale(event, 0)
+
+
 @register(
     "realnvp",
-    "RealNVP: affine couplings with a soft-bounded scale, with ActNorm",
+    "RealNVP: affine couplings with a soft-bounded scale, with ActNorm; multi-scale on images",
     images=True,
 )
 def realnvp(
     shape: Shape,
     layers: int = 6,
-    hidden: Hidden = (128, 128),
+    hidden: Hidden | None = None,
     scale_bound: float = 3.0,
     actnorm: bool = True,
     mixing: str = "auto",
     context_dim: int = 0,
     num_classes: int = 0,
-    conditioner: str = "mlp",
+    conditioner: str = "auto",
+    levels: int | None = None,
+    steps: int = 3,
+    split_prior: bool = False,
 ) -> Flow:
-    """RealNVP (Dinh et al., 2016): ``layers`` affine couplings, each after an ActNorm.
+    """RealNVP (Dinh et al., 2016): affine couplings, each after an ActNorm.
 
-    ``scale_bound`` softly bounds each layer's log-scale; ``mixing``, ``conditioner``, image
-    shapes and conditioning as for ``nice``. On images ActNorm is per channel.
+    ``scale_bound`` softly bounds each layer's log-scale. On vectors ``(D,)`` (and on images
+    with ``levels=1``) the flow is ``layers`` couplings, ``mixing`` and image masks as for
+    ``nice``; ``conditioner="auto"`` is ``"mlp"`` on vectors and ``"conv"`` on images, and
+    ``hidden=None`` is ``(128, 128)`` on vectors and ``(64, 64)`` on images (a 3x3
+    convolution of width 128 at every coupling makes an 8x8 step several times slower).
+
+    On images ``(C, H, W)`` it is the multi-scale architecture of the paper with ``levels``
+    scales (default ``None``: 2, or 1 where the image is too small to squeeze): at each scale
+    but the last, ``steps`` checkerboard couplings, a squeeze to ``(4C, H/2, W/2)``, ``steps``
+    channel couplings, and half the channels factored out to the base (with ``split_prior``
+    through Glow's learned conditional Gaussian given the other half); at the last scale
+    ``steps + 1`` checkerboard couplings (the paper's 3, 3 and 4). ``layers`` and ``mixing``
+    apply to one scale only (``mixing`` must stay ``"auto"`` with ``levels >= 2``).
     """
-    h = _hidden_option(hidden)
+    event = event_shape_of(shape, "shape")
+    # Image widths: the convolutions run at every position, an MLP once per sample.
+    h = _hidden_option(
+        hidden if hidden is not None else (128, 128) if len(event) == 1 else (64, 64)
+    )
+    if conditioner == "auto":
+        conditioner = "mlp" if len(event) == 1 else "conv"
+    check_bool(split_prior, "split_prior")
+    check_int(steps, "steps", 1)
+    if len(event) == 1:
+        if levels not in (None, 1):
+            raise ValueError(
+                f"levels applies to images (C, H, W); vectors have one scale, got "
+                f"levels={levels!r} for shape {event}"
+            )
+        levels = 1
+    else:
+        # The last scale's checkerboard needs 2 positions.
+        most = halvings(event, 2) + 1
+        levels = min(2, most) if levels is None else check_levels("realnvp", event, levels, most)
+    if levels > 1:
+        if mixing != "auto":
+            raise ValueError(
+                f"mixing applies to single-scale flows (levels=1), got mixing={mixing!r} with "
+                f"levels={levels}; multi-scale RealNVP mixes by its masks and squeezes"
+            )
+        features = conditioning_features(context_dim, num_classes)
+        conditioner = T.CONDITIONERS.check(conditioner)
+
+        def make(s: tuple[int, ...], mask: Tensor) -> T.Transform:
+            return T.AffineCoupling(
+                s,
+                scale_bound,
+                mask=mask,
+                hidden=h,
+                context_features=features,
+                conditioner=conditioner,
+            )
+
+        transform = _multiscale_realnvp(
+            event, levels, steps, actnorm, split_prior, make, h[:1], features
+        )
+        return Flow(transform, StandardNormal(event), context_dim, num_classes)
     return _coupling_flow(
         shape,
         layers,

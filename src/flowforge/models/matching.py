@@ -19,6 +19,8 @@ def flow_matching(
     hidden: Hidden = (256, 256, 256),
     time_embedding: str = "concat",
     activation: str = "silu",
+    field: str = "mlp",
+    channels: int = 32,
     path: str = "condot",
     sigma_min: float = 1e-4,
     exponent: float = 2.0,
@@ -37,7 +39,7 @@ def flow_matching(
     label_dropout: float = 0.1,
 ) -> FlowMatching:
     """A :class:`~flowforge.matching.FlowMatching` model with a :class:`~flowforge.nets.TimeMLP`
-    field, from names.
+    (or, for images, :class:`~flowforge.nets.UNet`) field, from names.
 
     ``path``: ``"condot"`` (linear, ``sigma_min``), ``"cosine"``, ``"polynomial"``
     (``exponent``), ``"vp"`` (the diffusion path) or ``"bridge"`` (Schrödinger bridge,
@@ -51,8 +53,11 @@ def flow_matching(
     (``model.sample(n, method="euler", steps=8)``).
 
     ``shape`` is the event shape, ``(D,)`` for vectors or ``(C, H, W)`` for images (an int
-    ``D`` means ``(D,)``; the field is an MLP over the flattened event either way);
-    ``context_dim`` conditions on float features, ``num_classes`` on class labels.
+    ``D`` means ``(D,)``). ``field`` picks the network: ``"mlp"`` (a ``TimeMLP`` of
+    ``hidden``, ``time_embedding``, ``activation``, over the flattened event for images) or,
+    for images, ``"unet"`` (a :class:`~flowforge.nets.UNet` of width ``channels``; see
+    docs/matching.md for when it pays). ``context_dim`` conditions on float features,
+    ``num_classes`` on class labels.
     ``label_dropout`` (default 0.1, used only by a conditional model): the probability that a
     training sample's label (or features) is replaced by the null one, so that the field also
     learns the unconditional velocity and classifier-free guidance works
@@ -65,7 +70,16 @@ def flow_matching(
     build_times = TIME_SAMPLERS[time_sampler]
     features = conditioning_features(context_dim, num_classes)
     return FlowMatching(
-        vector_field(shape, hidden, time_embedding, activation, features, zero_output=False),
+        vector_field(
+            shape,
+            hidden,
+            time_embedding,
+            activation,
+            features,
+            zero_output=False,
+            field=field,
+            channels=channels,
+        ),
         StandardNormal(shape),
         path=p,
         coupling=build_coupling(sigma=sigma),

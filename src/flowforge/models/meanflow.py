@@ -8,10 +8,8 @@ from ..distributions import StandardNormal, conditioning_features
 from ..dynamics import SolverOptions
 from ..matching import COUPLINGS, PATHS, TIME_SAMPLERS
 from ..matching.meanflow import MeanFlow
-from ..nets import TimeMLP
 from ..transforms.base import event_shape_of
-from .continuous import ACTIVATIONS, Hidden
-from .discrete import _hidden_option
+from .continuous import Hidden, vector_field
 from .matching import TRAIN_DEFAULTS
 from .registry import register
 
@@ -27,6 +25,8 @@ def meanflow(
     hidden: Hidden = (256, 256, 256),
     time_embedding: str = "concat",
     activation: str = "silu",
+    field: str = "mlp",
+    channels: int = 32,
     path: str = "condot",
     sigma_min: float = 0.0,
     exponent: float = 2.0,
@@ -70,26 +70,31 @@ def meanflow(
     ``ratio=0.5`` (the paper's 0.25: 3.6x the one-step energy distance), and minibatch-OT
     pairs, ``coupling="ot"`` (the paper pairs independently: 2.6x at ratio 0.5).
 
-    ``shape`` is the event shape, ``(D,)`` or ``(C, H, W)`` (the field is an MLP over the
-    flattened event); ``context_dim`` conditions on float features, ``num_classes`` on class
-    labels, with ``label_dropout`` (default 0.1) for classifier-free guidance, which the
-    mean-velocity sampler takes too (``sample(n, context=y, steps=1, guidance=2.0)``).
+    ``shape`` is the event shape, ``(D,)`` or ``(C, H, W)``; ``field`` is ``"mlp"`` (over the
+    flattened event for images) or, for images, ``"unet"`` (a :class:`~flowforge.nets.UNet`
+    of two times, width ``channels``); ``context_dim`` conditions on float features,
+    ``num_classes`` on class labels, with ``label_dropout`` (default 0.1) for classifier-free
+    guidance, which the mean-velocity sampler takes too
+    (``sample(n, context=y, steps=1, guidance=2.0)``).
     """
     shape = event_shape_of(shape, "shape")
     features = conditioning_features(context_dim, num_classes)
-    field = TimeMLP(
+    net = vector_field(
         shape,
-        _hidden_option(hidden),
-        time_embedding=time_embedding,
-        context_features=features,
-        activation=ACTIVATIONS[activation],
+        hidden,
+        time_embedding,
+        activation,
+        features,
+        zero_output=False,
+        field=field,
+        channels=channels,
         times=2,
     )
     times = TIME_SAMPLERS[time_sampler](
         loc=loc, scale=scale, mode_scale=mode_scale, shift=shift, stratified=stratified
     )
     return MeanFlow(
-        field,
+        net,
         StandardNormal(shape),
         path=PATHS[path](sigma_min=sigma_min, exponent=exponent, sigma=sigma),
         coupling=COUPLINGS[coupling](sigma=sigma),

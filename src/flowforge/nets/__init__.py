@@ -1,6 +1,6 @@
 """Conditioner and vector-field networks, and Lipschitz-constrained residual branches."""
 
-from .conv import ConvConditioner
+from .conv import ConvConditioner, ResNetConditioner
 from .lipschitz import (
     LipschitzMLP,
     LipSwish,
@@ -11,6 +11,7 @@ from .lipschitz import (
 )
 from .made import MADE, MaskedLinear
 from .mlp import MLP, MLPConditioner
+from .unet import UNet
 from .vector_field import TIME_EMBEDDINGS, SinusoidalEmbedding, TimeMLP
 
 __all__ = [
@@ -22,9 +23,11 @@ __all__ = [
     "LipschitzMLP",
     "MLPConditioner",
     "MaskedLinear",
+    "ResNetConditioner",
     "SinusoidalEmbedding",
     "SpectralLinear",
     "TimeMLP",
+    "UNet",
     "converge_spectral_norms",
     "frozen_power_iteration",
     "lipschitz_estimate",

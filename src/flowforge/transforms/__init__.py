@@ -1,5 +1,5 @@
 """Bijections with log-absolute-determinants on events of any shape: the transform contract
-and its implementations."""
+and its implementations, image ops (squeeze, logit, multi-scale factor-out) included."""
 
 from .autoregressive import (
     MaskedAffineAutoregressive,
@@ -17,6 +17,7 @@ from .coupling import (
     checkerboard_mask,
 )
 from .elementwise import ActNorm, ElementwiseAffine
+from .image import FactorOut, Logit, MultiScale, Squeeze, kept_shape, squeezed_shape
 from .linear import LULinear
 from .permutation import Permutation, RandomPermutation, Reverse
 from .residual import ResidualBlock
@@ -37,19 +38,25 @@ __all__ = [
     "Compose",
     "Coupling",
     "ElementwiseAffine",
+    "FactorOut",
     "Inverse",
     "LULinear",
+    "Logit",
     "MaskedAffineAutoregressive",
     "MaskedAutoregressive",
     "MaskedSplineAutoregressive",
+    "MultiScale",
     "Permutation",
     "RQSplineTransformer",
     "RandomPermutation",
     "ResidualBlock",
     "Reverse",
     "SplineCoupling",
+    "Squeeze",
     "Transform",
     "Transformer",
     "channel_mask",
     "checkerboard_mask",
+    "kept_shape",
+    "squeezed_shape",
 ]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from .._registry import Registry
-from ..nets.conv import ConvConditioner
+from ..nets.conv import ConvConditioner, ResNetConditioner
 from ..nets.mlp import MLPConditioner
 from .base import Transform, check_event, event_shape_of, sum_except_batch
 from .univariate import AdditiveTransformer, AffineTransformer, RQSplineTransformer, Transformer
@@ -19,6 +19,7 @@ from .univariate import AdditiveTransformer, AffineTransformer, RQSplineTransfor
 CONDITIONERS: Registry[Callable[..., nn.Module]] = Registry("conditioner")
 CONDITIONERS.register("mlp", MLPConditioner)
 CONDITIONERS.register("conv", ConvConditioner)
+CONDITIONERS.register("resnet", ResNetConditioner)
 
 
 def channel_mask(shape: Sequence[int], flip: bool = False) -> Tensor:
@@ -84,7 +85,8 @@ class Coupling(Transform):
     returning ``(B, n_transformed, P)``: ``P = transformer.num_params`` parameters for each
     ``True`` entry of the mask, in row-major order. Built-in: ``"mlp"``
     (:class:`~flowforge.nets.MLPConditioner`: flattens the event, any shape) and ``"conv"``
-    (:class:`~flowforge.nets.ConvConditioner`: 3x3 convolutions, images ``(C, H, W)`` only).
+    (:class:`~flowforge.nets.ConvConditioner`: 3x3 convolutions, images ``(C, H, W)`` only) and
+    ``"resnet"`` (:class:`~flowforge.nets.ResNetConditioner`: residual blocks, images only).
 
     Args:
         features: the event shape: ``D`` (or ``(D,)``) for vectors, ``(C, H, W)`` for images;
@@ -98,8 +100,9 @@ class Coupling(Transform):
             convolutional one).
         context_features: ``E``, size of the conditioning vector (0 for none).
         activation: activation module class of the conditioner.
-        conditioner: ``"mlp"`` (default), ``"conv"``, or a ready module as described above (then
-            ``hidden``, ``context_features`` and ``activation`` are not used).
+        conditioner: ``"mlp"`` (default), ``"conv"``, ``"resnet"``, or a ready module as
+            described above (then ``hidden``, ``context_features`` and ``activation`` are not
+            used).
 
     Shapes: ``x (B, *event_shape)``, ``context (B, E)``.
     """

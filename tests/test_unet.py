@@ -1,0 +1,206 @@
+"""The U-Net vector field and the continuous recipes built with ``field="unet"``."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import flowforge as ff
+from flowforge.estimators import divergence_exact
+from flowforge.nets import TimeMLP, UNet
+from helpers import perturb, state_round_trip
+
+SHAPE = (2, 4, 4)
+
+
+def unet(**options) -> UNet:
+    torch.manual_seed(0)
+    options = {"channels": 8, "groups": 4, **options}
+    # Off the zero start (the last convolution of each block and the output are zero there).
+    return perturb(UNet(SHAPE, **options).double(), std=0.1).eval()
+
+
+def images(n: int = 5, shape=SHAPE) -> torch.Tensor:
+    return torch.randn(n, *shape, dtype=torch.float64)
+
+
+@pytest.mark.parametrize(
+    ("shape", "options"),
+    [
+        ((1, 4, 4), {}),
+        ((3, 8, 8), {"multipliers": (1, 2, 2), "attention": (2,)}),
+        ((2, 4, 6), {"blocks": 2, "attention": (0, 1)}),
+        ((1, 5, 3), {"multipliers": (1,)}),
+    ],
+)
+def test_shapes(shape, options):
+    torch.manual_seed(0)
+    v = UNet(shape, channels=8, groups=4, context_features=3, **options)
+    x, c = torch.randn(4, *shape), torch.randn(4, 3)
+    assert v(0.3, x, c).shape == (4, *shape)
+    assert v(torch.rand(4), x, c).shape == (4, *shape)
+
+
+def test_starts_at_zero_velocity():
+    torch.manual_seed(0)
+    v = UNet(SHAPE, channels=8, groups=4, attention=(1,))
+    assert v(0.5, torch.randn(3, *SHAPE)).abs().max() == 0
+
+
+def test_scalar_time_is_the_same_time_for_every_sample():
+    v, x = unet(), images()
+    torch.testing.assert_close(v(0.3, x), v(torch.full((5,), 0.3, dtype=torch.float64), x))
+
+
+def test_depends_on_time_and_context():
+    v, x = unet(context_features=3), images()
+    c = torch.randn(5, 3, dtype=torch.float64)
+    base = v(0.3, x, c)
+    assert (base - v(0.7, x, c)).abs().amax(dim=(1, 2, 3)).min() > 1e-6
+    assert (base - v(0.3, x, c + 1)).abs().amax(dim=(1, 2, 3)).min() > 1e-6
+
+
+def test_batch_is_evaluated_per_sample():
+    # GroupNorm and attention stay within a sample: exact divergences and guidance rely on it.
+    v, x = unet(attention=(0, 1), context_features=2), images(4)
+    c = torch.randn(4, 2, dtype=torch.float64)
+    t = torch.rand(4, dtype=torch.float64)
+    whole = v(t, x, c)
+    for i in range(4):
+        torch.testing.assert_close(whole[i : i + 1], v(t[i : i + 1], x[i : i + 1], c[i : i + 1]))
+
+
+@pytest.mark.parametrize("create_graph", [False, True])
+def test_exact_divergence_is_the_trace_of_the_jacobian(create_graph):
+    # The batched VJPs of divergence_exact (kept for training when create_graph) must see one
+    # Jacobian per sample; torch's fused GroupNorm fails there, the U-Net's own does not.
+    v, x = unet(attention=(1,), context_features=2), images(3).requires_grad_(True)
+    c = torch.randn(3, 2, dtype=torch.float64)
+    div = divergence_exact(v(0.4, x, c), x, create_graph)
+    jac = torch.autograd.functional.jacobian(lambda y: v(0.4, y, c).sum(0).flatten(), x)
+    trace = torch.einsum("ibi->b", jac.flatten(2))
+    torch.testing.assert_close(div, trace)
+
+
+def test_gradients_reach_every_parameter():
+    v = unet(attention=(0, 1), context_features=3, dropout=0.1).train()
+    x, c = images(), torch.randn(5, 3, dtype=torch.float64)
+    v(torch.rand(5, dtype=torch.float64), x, c).square().sum().backward()
+    for name, p in v.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+
+
+def test_two_times():
+    v, x = unet(times=2), images()
+    assert (v(0.3, x, r=0.8) - v(0.3, x)).abs().max() > 1e-6
+    torch.testing.assert_close(v(0.3, x), v(0.3, x, r=0.3))
+    with pytest.raises(ValueError, match="built with times=2"):
+        unet()(0.3, x, r=0.5)
+
+
+@pytest.mark.parametrize(
+    ("shape", "options", "error", "message"),
+    [
+        ((16,), {}, ValueError, r"image events \(C, H, W\), got shape \(16,\); use TimeMLP"),
+        ((1, 6, 6), {"multipliers": (1, 2, 2)}, ValueError, r"divisible by 4; got shape \(1, 6"),
+        ((1, 4, 4), {"channels": 12}, ValueError, "groups must divide channels"),
+        ((1, 4, 4), {"multipliers": ()}, ValueError, "at least one entry"),
+        ((1, 4, 4), {"multipliers": (1, 0)}, ValueError, r"multipliers\[1\] must be a positive"),
+        ((1, 4, 4), {"attention": (2,)}, ValueError, r"attention\[0\] must be a level index in"),
+        ((1, 4, 4), {"attention": 1}, TypeError, "attention must be a sequence"),
+        ((1, 4, 4), {"dropout": 1.0}, ValueError, "dropout"),
+        ((1, 4, 4), {"blocks": 0}, ValueError, "blocks must be a positive int"),
+    ],
+)
+def test_bad_options(shape, options, error, message):
+    with pytest.raises(error, match=message):
+        UNet(shape, **options)
+
+
+def test_bad_inputs():
+    v = UNet(SHAPE, channels=8, context_features=3)
+    with pytest.raises(ValueError, match=r"x must have shape \(B, 2, 4, 4\), got \(3, 16\)"):
+        v(0.5, torch.randn(3, 16), torch.randn(3, 3))
+    with pytest.raises(ValueError, match=r"context must have shape \(3, 3\).*got None"):
+        v(0.5, torch.randn(3, *SHAPE))
+    with pytest.raises(ValueError, match="built without conditioning"):
+        UNet(SHAPE, channels=8)(0.5, torch.randn(3, *SHAPE), torch.randn(3, 3))
+
+
+# -- the recipes with field="unet" ---------------------------------------------------------------
+
+RECIPES = ["fm", "rectified", "otfm", "sbfm", "diffusion", "ffjord", "meanflow"]
+IMAGE = (1, 4, 4)
+# Tight solves: the identities checked below are the solver's and the divergence's, to 1e-6.
+TIGHT = {"rtol": 1e-9, "atol": 1e-9}
+
+
+def recipe_model(name: str, seed: int = 0, std: float = 0.05, **options) -> ff.Model:
+    torch.manual_seed(seed)
+    options = {"field": "unet", "channels": 8, **TIGHT, **options}
+    model = ff.models.create(name, shape=IMAGE, **options)
+    return perturb(model.double(), std=std, seed=seed).eval()
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_recipes_build_a_unet_for_images_and_keep_the_mlp_for_vectors(name):
+    model = ff.models.create(name, shape=IMAGE, field="unet")
+    assert any(isinstance(m, UNet) for m in model.modules())
+    assert model.created_with["options"] == {"field": "unet"}
+    vector = ff.models.create(name, dim=3)
+    assert any(isinstance(m, TimeMLP) for m in vector.modules())
+    assert not any(isinstance(m, UNet) for m in vector.modules())
+    with pytest.raises(ValueError, match=r"field='unet' takes image shapes \(C, H, W\), got"):
+        ff.models.create(name, dim=4, field="unet")
+    with pytest.raises(ValueError, match="field must be one of mlp, unet"):
+        ff.models.create(name, shape=IMAGE, field="cnn")
+
+
+@pytest.mark.parametrize("name", ["fm", "ffjord"])
+def test_unet_recipes_invert_and_agree_with_their_samples(name):
+    # The change of variables itself is checked for every family in test_models; here, that a
+    # U-Net field keeps a model invertible and its densities consistent (tolerances: the solves').
+    model = recipe_model(name, std=0.02, rtol=1e-7, atol=1e-7)
+    x = 2 * images(2, IMAGE)
+    torch.testing.assert_close(model.decode(model.encode(x)), x, atol=1e-5, rtol=1e-5)
+    samples, log_prob = model.sample_and_log_prob(2)
+    assert samples.shape == (2, *IMAGE)
+    torch.testing.assert_close(log_prob, model.log_prob(samples), atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("name", RECIPES)
+def test_unet_recipes_train_every_parameter(name):
+    model = recipe_model(name, rtol=1e-3, atol=1e-3).train()
+    model.loss(images(8, IMAGE)).backward()
+    for pname, p in model.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), pname
+        assert p.grad.abs().sum() > 0, pname
+
+
+@pytest.mark.parametrize("name", ["fm", "diffusion", "meanflow"])
+def test_unet_recipes_take_labels_and_the_null_label(name):
+    model = recipe_model(name, num_classes=3)
+    x = images(4, IMAGE)
+    solver = {"method": "rk4", "steps": 4}
+    labels = torch.tensor([0, 1, 2, 3])  # 3 is the null label
+    lp = model.log_prob(x, labels, **solver)
+    assert torch.isfinite(lp).all()
+    assert (lp - model.log_prob(x, (labels + 1) % 4, **solver)).abs().min() > 1e-8
+    guided = model.sample(4, context=torch.tensor([0, 1, 2, 0]), guidance=2.0, **solver)
+    assert guided.shape == (4, *IMAGE) and torch.isfinite(guided).all()
+    model.train()
+    model.loss(x, labels).backward()
+    grad = model.label_embedding.weight.grad
+    assert grad is not None and bool((grad.abs().sum(dim=1) > 0).all())
+
+
+@pytest.mark.parametrize("name", ["fm", "diffusion"])
+def test_unet_recipes_round_trip_their_state_and_take_features(name):
+    model = recipe_model(name, context_dim=2)
+    torch.manual_seed(1)
+    fresh = ff.models.create(name, shape=IMAGE, field="unet", channels=8, context_dim=2, **TIGHT)
+    state_round_trip(model, fresh.double().eval())
+    x, c = images(3, IMAGE), torch.randn(3, 2, dtype=torch.float64)
+    solver = {"method": "rk4", "steps": 4}
+    torch.testing.assert_close(fresh.log_prob(x, c, **solver), model.log_prob(x, c, **solver))
+    assert (model.log_prob(x, c, **solver) - model.log_prob(x, c + 1, **solver)).abs().min() > 0
