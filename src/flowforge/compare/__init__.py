@@ -27,6 +27,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 from .. import data as _data
 from .. import models as _models
@@ -73,9 +74,11 @@ def plan(
 
     Takes the arguments of :func:`compare` but ``out``.
     """
+    names: Sequence[str]
     if models is None:
         # Every registered model, or on image data every one that takes images.
-        event = _data.load(data, **dict(data_options or {})).event_shape
+        options: dict[str, Any] = dict(data_options or {})
+        event = _data.load(data, **options).event_shape
         names = _models.available() if len(event) == 1 else _models.image_models()
     else:
         names = models

@@ -102,8 +102,8 @@ def to_pixels(x: Tensor, levels: int) -> np.ndarray:
             f"{tuple(x.shape[1:])}"
         )
     k = torch.floor(x.double() * levels).clamp(0, levels - 1)
-    pixels = torch.round(k * 255.0 / (levels - 1)).to(torch.uint8)
-    pixels = pixels.permute(0, 2, 3, 1).numpy()  # (N, H, W, C), Pillow's layout
+    scaled = torch.round(k * 255.0 / (levels - 1)).to(torch.uint8)
+    pixels = scaled.permute(0, 2, 3, 1).numpy()  # (N, H, W, C), Pillow's layout
     return pixels[..., 0] if pixels.shape[-1] == 1 else pixels
 
 
