@@ -108,7 +108,8 @@ def test_image_models_are_the_recipes_registered_with_images():
     names = ff.models.image_models()
     assert names == [n for n in ff.models.available() if ff.models.recipe(n).images]
     assert {"nice", "realnvp", "nsf"} <= set(names)
-    assert not {"maf", "iaf", "nsf-ar", "resflow"} & set(names)
+    assert "resflow" in names  # Lipschitz convolutions (tests/test_resflow_image.py)
+    assert not {"maf", "iaf", "nsf-ar"} & set(names)
     for name in ff.models.available():
         assert "shape" not in ff.models.recipe(name).options()
         assert "dim" not in ff.models.recipe(name).options()
@@ -118,7 +119,10 @@ def test_image_models_are_the_recipes_registered_with_images():
 @pytest.mark.parametrize("name", ff.models.image_models())
 def test_image_recipes_build_and_run_at_image_shapes(name, shape):
     torch.manual_seed(0)
-    model = ff.models.create(name, shape=shape, **small(name))
+    opts = small(name)
+    if name == "resflow":  # float32 here: a fixed point to 1e-12 is out of its reach
+        opts["tol"] = 1e-6
+    model = ff.models.create(name, shape=shape, **opts)
     assert model.event_shape == shape
     assert model.created_with["shape"] == list(shape) and model.created_with["dim"] == 16 * shape[0]
     solver = fast_solver(model)

@@ -182,12 +182,11 @@ TRANSFORMS: dict[str, Entry] = {
     ),
     "residual_block": Entry(
         T.ResidualBlock,
+        # On images the branch is a LipschitzConvNet (spectral norms of the conv operators).
         lambda s, c: T.ResidualBlock(
-            s[0], hidden=H, coeff=0.5, context_features=c, tol=1e-13, max_iter=2000
+            s, hidden=H, coeff=0.5, context_features=c, tol=1e-13, max_iter=2000
         ),
         context=True,
-        ranks=(1,),
-        why="its Lipschitz branch is an MLP on flat vectors",
     ),
     "compose": Entry(T.Compose, _compose, context=True),
     "squeeze": Entry(T.Squeeze, lambda s, c: T.Squeeze(s), ranks=(3,), why=IMAGE_ONLY),

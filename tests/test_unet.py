@@ -204,3 +204,119 @@ def test_unet_recipes_round_trip_their_state_and_take_features(name):
     solver = {"method": "rk4", "steps": 4}
     torch.testing.assert_close(fresh.log_prob(x, c, **solver), model.log_prob(x, c, **solver))
     assert (model.log_prob(x, c, **solver) - model.log_prob(x, c + 1, **solver)).abs().min() > 0
+
+
+# -- training defaults by field, and the validation of convolutional fields ----------------------
+
+
+@pytest.mark.parametrize("name", ["fm", "rectified", "otfm", "sbfm", "diffusion"])
+def test_a_unet_field_has_its_own_training_defaults(name):
+    r = ff.models.recipe(name)
+    assert dict(r.train_defaults) == {"lr": 1e-2}  # vectors and the MLP: unchanged
+    assert dict(r.training()) == {"lr": 1e-2}
+    assert dict(r.training(field="mlp", hidden=(8,))) == {"lr": 1e-2}
+    assert dict(r.training(field="unet", channels=16)) == {"lr": 2e-3}
+    with pytest.raises(TypeError):
+        r.training()["lr"] = 1.0  # read-only
+
+
+def test_recipes_without_rules_keep_their_defaults():
+    assert dict(ff.models.recipe("nsf").training(field="unet")) == {}
+    assert dict(ff.models.recipe("meanflow").training(field="unet")) == {"lr": 1e-2}
+    assert dict(ff.models.recipe("ffjord").training(field="unet")) == {"lr": 3e-3}
+
+
+def test_the_cli_takes_the_training_defaults_of_the_model_options():
+    import argparse
+
+    from flowforge.cli.options import train_options
+
+    args = argparse.Namespace()
+    assert train_options({}, args, "fm").lr == 1e-2
+    assert train_options({}, args, "fm", {"field": "unet"}).lr == 2e-3
+    assert train_options({"lr": 5e-3}, args, "fm", {"field": "unet"}).lr == 5e-3  # [train] wins
+    assert train_options({}, argparse.Namespace(lr=1e-4), "fm", {"field": "unet"}).lr == 1e-4
+
+
+def test_register_refuses_a_rule_for_an_option_the_builder_lacks():
+    from flowforge.models.registry import register
+
+    with pytest.raises(ValueError, match=r"train_by_option of model 'x-test' names 'field'"):
+        register("x-test", "a test", train_by_option={"field": {"unet": {"lr": 1.0}}})(
+            lambda shape, hidden=1: None
+        )
+    assert "x-test" not in ff.models.available()
+
+
+def test_continuous_models_validate_images_with_hutchinson_and_vectors_exactly():
+    from flowforge.train.validation import validation_solver
+
+    hutchinson = {"divergence": "hutchinson"}
+    for name, options in [("fm", {"field": "unet"}), ("fm", {}), ("ffjord", {"field": "unet"})]:
+        model = ff.models.create(name, shape=IMAGE, **options)
+        assert validation_solver(model, IMAGE) == hutchinson
+    for model, shape in (
+        (ff.models.create("fm", dim=3), (3,)),
+        (ff.models.create("diffusion", dim=3), (3,)),
+        (ff.models.create("glow", shape=(1, 4, 4)), (1, 4, 4)),  # no divergence to estimate
+        (ff.models.create("nsf", dim=3), (3,)),
+    ):
+        assert validation_solver(model, shape) == {}
+
+
+def _validation(model, x, seed=0):
+    from flowforge.train.validation import Validation
+
+    config = ff.train.TrainConfig(steps=10, seed=seed, eval_every=5)
+    return Validation(config, 100, x, None, 0, 0.0)
+
+
+def test_unet_validation_uses_fixed_probes_and_an_unbiased_estimate():
+    from flowforge.train.distributed import DistInfo
+
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    model = recipe_model("fm", std=0.05, rtol=1e-6, atol=1e-6)
+    x = images(6, IMAGE)
+    val = _validation(model, x)
+    torch.manual_seed(1)
+    first = val.run(model, info, 5, 1.0)
+    state = torch.get_rng_state()
+    torch.manual_seed(2)  # the loop's stream differs at every validation; the probes do not
+    second = val.run(model, info, 10, 2.0)
+    assert first == second
+    torch.manual_seed(1)
+    val.run(model, info, 15, 3.0)
+    assert torch.equal(torch.get_rng_state(), state)  # the loop's stream is left as it was
+    other_seed = _validation(model, x, seed=3).run(model, info, 5, 1.0)
+    assert other_seed != first  # other probes: it is an estimate
+    exact = -model.log_prob(x).mean().item()
+    assert abs(first - exact) < 0.05 * abs(exact) + 1.0  # the same quantity, estimated
+
+
+def test_vector_validation_stays_exact():
+    from flowforge.train.distributed import DistInfo
+
+    info = DistInfo(0, 1, 0, torch.device("cpu"))
+    torch.manual_seed(0)
+    model = perturb(ff.models.create("fm", dim=4, hidden=(16,), **TIGHT).double(), 0.1)
+    model.eval()
+    x = torch.randn(6, 4, dtype=torch.float64)
+    value = _validation(model, x).run(model, info, 5, 1.0)
+    with torch.no_grad():
+        exact = -model.log_prob(x).double().mean().item()
+    assert value == pytest.approx(exact, rel=1e-12)
+
+
+def test_every_rule_is_valid_training_settings_and_the_models_command_lists_it(capsys):
+    from flowforge.cli import main
+
+    for name in ff.models.available():
+        r = ff.models.recipe(name)
+        for option, by_value in r.train_by_option.items():
+            for value in by_value:
+                ff.train.TrainConfig(**r.training(**{option: value}))
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    block = out[out.index("\nfm\n") : out.index("\nrectified\n")]
+    assert "training defaults (flags and [train] override them): lr=0.01" in block
+    assert "with field='unet': lr=0.002" in block

@@ -57,6 +57,12 @@ def _add_train_flags(
     g.add_argument("--checkpoint-every", type=int, help="steps between checkpoints (default 500)")
     g.add_argument("--seed", type=int, help="seed of everything random (default 0)")
     g.add_argument("--device", help="auto (default: CUDA when present), cpu, cuda, cuda:N")
+    g.add_argument(
+        "--dequantization",
+        choices=("redraw", "fixed"),
+        help="discrete data (digits, images): redraw the uniform dequantisation noise of every "
+        "training batch (default), or train on the noise drawn at load (fixed)",
+    )
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
 
@@ -185,7 +191,7 @@ def run_train(args: argparse.Namespace) -> int:
             model_options=model_options,
             data_options={**data_cfg, **parse_assignments(args.data_option, "--data-option")},
             standardize=standardize,
-            train=train_options(config.get("train", {}), args, model),
+            train=train_options(config.get("train", {}), args, model, model_options),
             conditional=args.conditional,
         )
         result = start(spec, args.out)
@@ -863,6 +869,10 @@ def run_models(args: argparse.Namespace) -> int:
         if r.train_defaults:
             train = ", ".join(f"{k}={v!r}" for k, v in r.train_defaults.items())
             print(f"    training defaults (flags and [train] override them): {train}")
+        for option, by_value in r.train_by_option.items():
+            for value, changes in by_value.items():
+                train = ", ".join(f"{k}={v!r}" for k, v in changes.items())
+                print(f"    with {option}={value!r}: {train}")
     return 0
 
 

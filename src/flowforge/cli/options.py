@@ -29,6 +29,7 @@ _TRAIN_FLAGS = (
     "checkpoint_every",
     "seed",
     "device",
+    "dequantization",
 )
 
 
@@ -90,15 +91,21 @@ def eval_every_flag(text: str) -> int | str:
     return value
 
 
-def train_options(table: dict, args: argparse.Namespace, model: str | None = None) -> TrainConfig:
-    """A :class:`TrainConfig` from the training defaults of the recipe ``model`` (if given),
+def train_options(
+    table: dict,
+    args: argparse.Namespace,
+    model: str | None = None,
+    model_options: dict | None = None,
+) -> TrainConfig:
+    """A :class:`TrainConfig` from the training defaults of the recipe ``model`` (if given)
+    built with ``model_options`` (``Recipe.training``: e.g. ``field="unet"`` has its own lr),
     overridden by a config file's ``[train]`` table, overridden by flags. A time limit with no
     step count (from the table or ``--steps``) makes the run open-ended in steps."""
     values: dict[str, object] = {}
     if model is not None:
         from ..models import recipe
 
-        values.update(recipe(model).train_defaults)
+        values.update(recipe(model).training(**(model_options or {})))
     values.update(table)
     for name in _TRAIN_FLAGS:
         flag = getattr(args, name, None)

@@ -55,6 +55,31 @@ def _exceptions(configs: Mapping[str, TrainConfig], shared: Mapping[str, object]
     return out
 
 
+def _noise_text(configs: Mapping[str, TrainConfig]) -> str:
+    """How the training batches' dequantisation noise was drawn (``TrainConfig.dequantization``)."""
+    if shared_setting(configs, "dequantization") == "redraw":
+        return (
+            "Training batches draw new noise u at every step; the validation and test points "
+            "keep the noise drawn at load, the same for every model."
+        )
+    return "The noise u was drawn once at load (`--dequantization fixed`), the same for all models."
+
+
+def _preprocess_text(rows: list[dict]) -> str:
+    """Which models trained on which preprocessing of the data, when they differ."""
+    by_kind: dict[str, list[str]] = {}
+    for row in rows:
+        if row.get("preprocess"):
+            by_kind.setdefault(str(row["preprocess"]).split(":")[0], []).append(row["model"])
+    if len(by_kind) < 2:
+        return ""
+    parts = [f"{', '.join(names)}: {kind}" for kind, names in by_kind.items()]
+    return (
+        "Preprocessing (each model's density is reported in the data's own units, its "
+        "preprocessing's log-determinant counted): " + "; ".join(parts) + "."
+    )
+
+
 def duration(seconds: float) -> str:
     minutes, secs = divmod(round(seconds), 60)
     return f"{minutes} min {secs} s" if minutes else f"{secs} s"
@@ -191,9 +216,12 @@ def markdown(
             f"by {dataset.dequantization or 'uniform'} dequantisation (x = (v + u) / "
             f"{dataset.levels}, u ~ U[0, 1)), so a model's density on x bounds the probability "
             "of the discrete data: bits/dim = (NLL + D log L) / (D ln 2), D entries per "
-            "sample, comparable with published tables for the same data.",
+            "sample, comparable with published tables for the same data. " + _noise_text(configs),
             "",
         ]
+    preprocess = _preprocess_text(rows)
+    if preprocess:
+        lines += [preprocess, ""]
     if exceptions:
         lines += [
             "Except where its recipe sets its own training defaults (`flowforge models`): "

@@ -122,6 +122,8 @@ def run(comparison: Comparison, out: str | Path) -> ComparisonResult:
             "stop_reason": trained.stop_reason,
             "best_step": trained.best_step,
             "best_val_nll": trained.best_val_nll,
+            # What the model trained on: standardised data, the logit of [0, 1), or raw data.
+            "preprocess": config.get("preprocess"),
             "train": cfg.to_dict(),
         }
         losses[name] = objective(model)
@@ -235,6 +237,8 @@ def objective(model: Model) -> str:
         return "training loss: flow-matching regression (MSE)"
     if isinstance(inner, Diffusion):
         return "training loss: denoising regression (MSE)"
+    if not isinstance(model, data.Standardize):  # e.g. glow's logit takes the raw data
+        return "training loss: NLL (nats)"
     return "training loss: NLL (standardised data, nats)"
 
 

@@ -9,7 +9,7 @@ data so that it answers in the user's units.
 """
 
 from .dataset import FILE_FRACTIONS, TOY_SIZES, Dataset, available, describe, load
-from .digits import DIGITS_LEVELS, DIGITS_SPLIT, dequantize, load_digits_dataset
+from .digits import DIGITS_LEVELS, DIGITS_SPLIT, dequantize, load_digits_dataset, quantize
 from .files import encode_labels, load_array, read_columns, read_labelled, split_array
 from .images import (
     IMAGE_LEVELS,
@@ -85,6 +85,7 @@ __all__ = [
     "monte_carlo_entropy",
     "moons",
     "pinwheel",
+    "quantize",
     "read_columns",
     "read_image_array",
     "read_image_folder",

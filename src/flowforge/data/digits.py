@@ -81,6 +81,45 @@ def dequantize(values: Tensor, levels: int, generator: torch.Generator) -> Tenso
     return ((values.double() + u) / levels).float()
 
 
+def quantize(x: Tensor, levels: int) -> Tensor:
+    r"""The levels :math:`v = \lfloor L x \rfloor` of dequantised values :math:`x \in [0, 1)`.
+
+    The inverse of :func:`dequantize`'s rounding: ``quantize(dequantize(v, L, g), L) == v``
+    exactly, so fresh noise can be drawn for the same levels,
+    ``dequantize(quantize(x, L), L, g)`` (the training loop does this for every batch of
+    dequantised data, :func:`~flowforge.train.train`'s ``levels``).
+
+    Args:
+        x: ``(N, *)`` floating-point values in ``[0, 1)``.
+        levels: ``L``, the number of discrete levels, at most 256.
+
+    Returns:
+        ``uint8`` tensor shaped like ``x`` (every level fits: ``L <= 256``).
+
+    Raises:
+        ValueError: ``x`` has values outside ``[0, 1)`` (it was not dequantised from levels).
+
+    Example:
+        >>> import torch
+        >>> from flowforge.data import dequantize, quantize
+        >>> v = torch.tensor([[0, 16, 3]])
+        >>> bool((quantize(dequantize(v, 17, torch.Generator()), 17) == v).all())
+        True
+    """
+    if not isinstance(x, Tensor):
+        raise TypeError(f"x must be a torch.Tensor, got {type(x).__name__}")
+    if not x.dtype.is_floating_point:
+        raise TypeError(f"x must be a floating-point tensor of dequantised values, got {x.dtype}")
+    levels = check_int(levels, "levels", 2, maximum=_MAX_LEVELS)
+    if x.numel() and not (float(x.min()) >= 0 and float(x.max()) < 1):
+        raise ValueError(
+            f"x must lie in [0, 1) to be dequantised levels, got values in "
+            f"[{float(x.min()):g}, {float(x.max()):g}]; give levels only for data made with "
+            "flowforge.data.dequantize (digits, image files), on the unstandardised scale"
+        )
+    return torch.floor(x.double() * levels).to(torch.uint8)
+
+
 def load_digits_dataset(image: bool = False, seed: int = 0) -> Dataset:
     r"""The 1797 8x8 digits of scikit-learn, dequantised, with a fixed 1000/350/447 split.
 

@@ -86,7 +86,7 @@ def vector_field(
     context_features: int,
     zero_output: bool = True,
     field: str = "mlp",
-    channels: int = 32,
+    channels: int = 16,
     times: int = 1,
 ) -> nn.Module:
     """The ``field`` network (:data:`FIELDS`) over events of ``shape`` taking
@@ -123,7 +123,7 @@ def ffjord(
     time_embedding: str = "concat",
     activation: str = "tanh",
     field: str = "mlp",
-    channels: int = 32,
+    channels: int = 16,
     divergence: str = "hutchinson",
     probe: str = "rademacher",
     kinetic: float = 0.0,

@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from torch import Tensor
 
 from .. import transforms as T
-from .._checks import check_bool, check_choice, check_int
+from .._checks import check_bool, check_choice, check_int, check_number
 from ..distributions import Flow, StandardNormal, conditioning_features
 from ..transforms.base import event_shape_of
 from .registry import register
@@ -161,6 +161,19 @@ def nice(
     )
 
 
+def with_logit(flow: Flow, logit: float | None) -> Flow:
+    r"""``flow`` with RealNVP's logit preprocessing first, :math:`y = \operatorname{logit}(\alpha
+    + (1 - 2\alpha) x)` (:class:`~flowforge.transforms.Logit`, its log-det counted), for
+    ``logit`` :math:`= \alpha`; ``flow`` itself for ``None``. The flow then takes dequantised
+    data in ``[0, 1)``, unstandardised (``flowforge train`` skips standardising it)."""
+    if logit is None:
+        return flow
+    described = "a number in (0, 0.5) (RealNVP: 0.05) or None"
+    alpha = check_number(logit, "logit", above=0, below=0.5, described=described)
+    flow.transform = T.Compose([T.Logit(flow.event_shape, alpha), flow.transform])
+    return flow
+
+
 def halvings(event: tuple[int, ...], smallest: int) -> int:
     """How many times the height and width of an image ``event`` can be halved (squeezed)
     leaving at least ``smallest`` positions."""
@@ -234,6 +247,7 @@ def realnvp(
     levels: int | None = None,
     steps: int = 3,
     split_prior: bool = False,
+    logit: float | None = None,
 ) -> Flow:
     """RealNVP (Dinh et al., 2016): affine couplings, each after an ActNorm.
 
@@ -250,6 +264,9 @@ def realnvp(
     through Glow's learned conditional Gaussian given the other half); at the last scale
     ``steps + 1`` checkerboard couplings (the paper's 3, 3 and 4). ``layers`` and ``mixing``
     apply to one scale only (``mixing`` must stay ``"auto"`` with ``levels >= 2``).
+
+    ``logit`` :math:`= \alpha` puts the paper's logit preprocessing first (:func:`with_logit`),
+    for dequantised data in ``[0, 1)`` trained without standardisation; ``None``: none.
     """
     event = event_shape_of(shape, "shape")
     # Image widths: the convolutions run at every position, an MLP once per sample.
@@ -293,8 +310,8 @@ def realnvp(
         transform = _multiscale_realnvp(
             event, levels, steps, actnorm, split_prior, make, h[:1], features
         )
-        return Flow(transform, StandardNormal(event), context_dim, num_classes)
-    return _coupling_flow(
+        return with_logit(Flow(transform, StandardNormal(event), context_dim, num_classes), logit)
+    flow = _coupling_flow(
         shape,
         layers,
         context_dim,
@@ -304,6 +321,7 @@ def realnvp(
         lambda event, **kw: T.AffineCoupling(event, scale_bound, hidden=h, **kw),
         actnorm=actnorm,
     )
+    return with_logit(flow, logit)
 
 
 @register(

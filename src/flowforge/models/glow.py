@@ -7,7 +7,7 @@ from .. import transforms as T
 from .._checks import check_bool, check_int
 from ..distributions import Flow, StandardNormal, conditioning_features
 from ..transforms.base import event_shape_of
-from .discrete import Hidden, Shape, _hidden_option, check_levels, halvings
+from .discrete import Hidden, Shape, _hidden_option, check_levels, halvings, with_logit
 from .registry import register
 
 
@@ -31,6 +31,7 @@ def glow(
     context_dim: int = 0,
     num_classes: int = 0,
     conditioner: str = "auto",
+    logit: float | None = None,
 ) -> Flow:
     """Glow (Kingma & Dhariwal, 2018): ``levels`` scales of ``steps`` steps of flow.
 
@@ -49,6 +50,11 @@ def glow(
     (``levels`` and ``split_prior`` do not apply). ``context_dim`` conditions on float features,
     ``num_classes`` on class labels ``0..K-1``; the context reaches every coupling network and
     every split prior.
+
+    ``logit`` :math:`= \alpha` puts RealNVP's logit preprocessing first
+    (:func:`~flowforge.models.discrete.with_logit`), for dequantised data in ``[0, 1)`` trained
+    without standardisation; ``None``: none. On the 8x8 digits (60 s, 2 cores) ``logit=0.05``
+    reached 2.37 test bits/dim where per-pixel standardisation reached 2.66 (docs/data.md).
 
     References:
         Glow: Generative Flow with Invertible 1x1 Convolutions (Kingma & Dhariwal, 2018)
@@ -81,7 +87,8 @@ def glow(
             for i in range(steps)
             for t in _step(event, i, lambda s, i=i: vector_coupling(s, i % 2 == 1))
         ]
-        return Flow(T.Compose(parts), StandardNormal(event), context_dim, num_classes)
+        flat = Flow(T.Compose(parts), StandardNormal(event), context_dim, num_classes)
+        return with_logit(flat, logit)
     levels = check_levels("glow", event, levels, halvings(event, 1))
 
     def coupling(s: tuple[int, ...]) -> T.Transform:
@@ -102,4 +109,5 @@ def glow(
         prior = split_prior and inner is not None  # nothing leaves the last scale
         return T.MultiScale(s, flow, inner, prior, h[:1], features)
 
-    return Flow(scale(event, 0), StandardNormal(event), context_dim, num_classes)
+    flow = Flow(scale(event, 0), StandardNormal(event), context_dim, num_classes)
+    return with_logit(flow, logit)

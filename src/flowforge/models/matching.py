@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import inspect
+from collections.abc import Mapping
 from typing import Any
 
 from ..distributions import StandardNormal, conditioning_features
@@ -20,7 +21,7 @@ def flow_matching(
     time_embedding: str = "concat",
     activation: str = "silu",
     field: str = "mlp",
-    channels: int = 32,
+    channels: int = 16,
     path: str = "condot",
     sigma_min: float = 1e-4,
     exponent: float = 2.0,
@@ -55,9 +56,11 @@ def flow_matching(
     ``shape`` is the event shape, ``(D,)`` for vectors or ``(C, H, W)`` for images (an int
     ``D`` means ``(D,)``). ``field`` picks the network: ``"mlp"`` (a ``TimeMLP`` of
     ``hidden``, ``time_embedding``, ``activation``, over the flattened event for images) or,
-    for images, ``"unet"`` (a :class:`~flowforge.nets.UNet` of width ``channels``; see
-    docs/matching.md for when it pays). ``context_dim`` conditions on float features,
-    ``num_classes`` on class labels.
+    for images, ``"unet"`` (a :class:`~flowforge.nets.UNet` of width ``channels``, trained at
+    lr 2e-3 by default; see docs/matching.md for when it pays). ``channels=16`` is measured: on
+    the 8x8 digits in 90 s on one CPU core it reached 241 steps and 2.231 test bits/dim, against
+    51 steps and 2.782 for 32 channels and 2.451 for the MLP. ``context_dim`` conditions on
+    float features, ``num_classes`` on class labels.
     ``label_dropout`` (default 0.1, used only by a conditional model): the probability that a
     training sample's label (or features) is replaced by the null one, so that the field also
     learns the unconditional velocity and classifier-free guidance works
@@ -111,7 +114,9 @@ def _preset(name: str, summary: str, doc: str, **defaults: Any) -> None:
     )
     build.__doc__ = doc + "\n\n" + (flow_matching.__doc__ or "")
     build.__name__ = name
-    register(name, summary, train=TRAIN_DEFAULTS, images=True)(build)
+    register(name, summary, train=TRAIN_DEFAULTS, images=True, train_by_option=TRAIN_BY_OPTION)(
+        build
+    )
 
 
 # A regression loss on a one-evaluation step tolerates, and needs, a larger step size than the
@@ -122,6 +127,14 @@ def _preset(name: str, summary: str, doc: str, **defaults: Any) -> None:
 # samples: fm / otfm Euler energy distances below the peers' Adam-1e-3 ones from NFE 4 on (3
 # seeds, docs/benchmarks.md).
 TRAIN_DEFAULTS = {"lr": 1e-2}
+
+# The U-Net field wants a smaller step: on the (1, 8, 8) digits (300 steps, seed 0) fm reached
+# 2.358 test bits/dim at lr 1e-2 and 2.119 at 2e-3, diffusion 2.731 and 2.118 (docs/matching.md,
+# "U-Net field"); the MLP keeps 1e-2.
+UNET_TRAIN_DEFAULTS: Mapping[str, object] = {"lr": 2e-3}
+TRAIN_BY_OPTION: Mapping[str, Mapping[object, Mapping[str, object]]] = {
+    "field": {"unet": UNET_TRAIN_DEFAULTS}
+}
 
 
 _PRESETS: dict[str, tuple[str, str, dict[str, Any]]] = {

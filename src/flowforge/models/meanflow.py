@@ -26,7 +26,7 @@ def meanflow(
     time_embedding: str = "concat",
     activation: str = "silu",
     field: str = "mlp",
-    channels: int = 32,
+    channels: int = 16,
     path: str = "condot",
     sigma_min: float = 0.0,
     exponent: float = 2.0,

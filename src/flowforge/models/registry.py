@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import inspect
 import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -24,9 +24,13 @@ class Recipe:
     recipe with ``images`` also ``(C, H, W)``.
 
     ``train_defaults`` maps :class:`~flowforge.train.TrainConfig` fields to values (e.g.
-    ``{"lr": 1e-2}``): ``flowforge train`` and ``flowforge compare`` start from them and let a
-    config file's ``[train]`` table and the command-line flags override them. The Python API
-    leaves them to you: ``TrainConfig(**recipe(name).train_defaults, steps=...)``.
+    ``{"lr": 1e-2}``): the settings of the recipe built with its default options.
+    ``train_by_option`` changes them where an option takes another network: ``{"field":
+    {"unet": {"lr": 2e-3}}}`` says that a model built with ``field="unet"`` trains with lr
+    2e-3. :meth:`training` merges the two for the options a model is built with; ``flowforge
+    train`` and ``flowforge compare`` start from it and let a config file's ``[train]`` table
+    and the command-line flags override it. The Python API leaves them to you:
+    ``TrainConfig(**recipe(name).training(field="unet"), steps=...)``.
     """
 
     name: str
@@ -34,28 +38,71 @@ class Recipe:
     build: Callable[..., Model]
     train_defaults: Mapping[str, object] = field(default_factory=lambda: MappingProxyType({}))
     images: bool = False
+    train_by_option: Mapping[str, Mapping[object, Mapping[str, object]]] = field(
+        default_factory=lambda: MappingProxyType({})
+    )
 
     def options(self) -> dict[str, object]:
         """The keyword options of the recipe with their defaults (``shape`` excluded)."""
         params = inspect.signature(self.build).parameters
         return {k: p.default for k, p in params.items() if k not in ("shape", "dim")}
 
+    def training(self, **options: object) -> Mapping[str, object]:
+        """The training defaults of this recipe built with ``options`` (the others at their
+        defaults): :attr:`train_defaults`, with the entries of :attr:`train_by_option` for the
+        values the options take. Unknown options are left to :func:`create` to refuse.
+
+        Example:
+            >>> import flowforge as ff
+            >>> dict(ff.models.recipe("fm").training())
+            {'lr': 0.01}
+            >>> dict(ff.models.recipe("fm").training(field="unet"))
+            {'lr': 0.002}
+        """
+        merged = dict(self.train_defaults)
+        defaults = self.options()
+        for option, by_value in self.train_by_option.items():
+            value = options.get(option, defaults.get(option))
+            if isinstance(value, Hashable) and value in by_value:
+                merged.update(by_value[value])
+        return MappingProxyType(merged)
+
 
 _REGISTRY: dict[str, Recipe] = {}
 
 
 def register(
-    name: str, summary: str, train: Mapping[str, object] | None = None, *, images: bool = False
+    name: str,
+    summary: str,
+    train: Mapping[str, object] | None = None,
+    *,
+    images: bool = False,
+    train_by_option: Mapping[str, Mapping[object, Mapping[str, object]]] | None = None,
 ) -> Callable[[Callable[..., Model]], Callable[..., Model]]:
     """Register ``build(shape, **options) -> Model`` under ``name``, with the training settings
-    ``train`` it needs beyond the shared defaults (see :class:`Recipe`); ``images`` says that
-    it accepts image shapes ``(C, H, W)`` besides vectors ``(D,)``."""
+    ``train`` it needs beyond the shared defaults and the ones ``train_by_option`` sets for
+    particular option values (see :class:`Recipe`); ``images`` says that it accepts image
+    shapes ``(C, H, W)`` besides vectors ``(D,)``."""
 
     def decorator(build: Callable[..., Model]) -> Callable[..., Model]:
         if name in _REGISTRY:
             raise ValueError(f"a model named {name!r} is already registered")
         train_defaults = MappingProxyType(dict(train or {}))
-        _REGISTRY[name] = Recipe(name, summary, build, train_defaults, bool(images))
+        by_option = MappingProxyType(
+            {
+                option: MappingProxyType(
+                    {value: MappingProxyType(dict(t)) for value, t in by_value.items()}
+                )
+                for option, by_value in (train_by_option or {}).items()
+            }
+        )
+        unknown = sorted(set(by_option) - set(inspect.signature(build).parameters))
+        if unknown:
+            raise ValueError(
+                f"train_by_option of model {name!r} names {', '.join(map(repr, unknown))}, "
+                f"which its builder does not take"
+            )
+        _REGISTRY[name] = Recipe(name, summary, build, train_defaults, bool(images), by_option)
         return build
 
     return decorator

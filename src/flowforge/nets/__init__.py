@@ -2,8 +2,10 @@
 
 from .conv import ConvConditioner, ResNetConditioner
 from .lipschitz import (
+    LipschitzConvNet,
     LipschitzMLP,
     LipSwish,
+    SpectralConv2d,
     SpectralLinear,
     converge_spectral_norms,
     frozen_power_iteration,
@@ -20,11 +22,13 @@ __all__ = [
     "TIME_EMBEDDINGS",
     "ConvConditioner",
     "LipSwish",
+    "LipschitzConvNet",
     "LipschitzMLP",
     "MLPConditioner",
     "MaskedLinear",
     "ResNetConditioner",
     "SinusoidalEmbedding",
+    "SpectralConv2d",
     "SpectralLinear",
     "TimeMLP",
     "UNet",

@@ -191,9 +191,187 @@ class SpectralLinear(nn.Module):
         )
 
 
+class SpectralConv2d(nn.Module):
+    r"""A 2-D convolution :math:`y = \tilde K * x + b` with
+    :math:`\tilde K = K / \max(1, \hat\sigma/c)`, :math:`\hat\sigma` the spectral norm of the
+    convolution *operator* on images ``(in_channels, H, W)``.
+
+    The operator :math:`A: x \mapsto K * x` (stride 1, zero "same" padding ``kernel_size // 2``)
+    is a linear map from :math:`\mathbb{R}^{C_{in} H W}` to :math:`\mathbb{R}^{C_{out} H W}`;
+    its norm, not the norm of the reshaped kernel (which neither bounds nor equals it), is the
+    Lipschitz constant of the layer. Power iteration runs on the operator itself with persistent
+    unit images ``u (out_channels, H, W)`` and ``v (in_channels, H, W)`` (buffers):
+    :math:`v \leftarrow A^\top u / \|A^\top u\|` by ``conv_transpose2d`` (the adjoint of a
+    stride-1 convolution), :math:`u \leftarrow A v / \|A v\|` by ``conv2d``, and
+    :math:`\hat\sigma = |\langle u, A v\rangle|` (Gouk et al. 2018; Behrmann et al. 2019).
+    Everything else follows :class:`SpectralLinear`: the estimate is a lower bound that becomes
+    tight as the vectors converge; one iteration per training call (``n_power_iterations``),
+    convergence at creation and in evaluation mode after every change of the weight, gradients
+    through :math:`\hat\sigma` with ``u, v`` fixed, and :func:`frozen_power_iteration` /
+    :func:`converge_spectral_norms` act on it too.
+
+    Args:
+        in_channels: :math:`C_{in}`.
+        out_channels: :math:`C_{out}`.
+        kernel_size: odd kernel size ``k`` (``k x k``), so that "same" padding keeps ``H, W``.
+        spatial: ``(H, W)``, the image size the operator acts on (its norm depends on it).
+        coeff: :math:`c > 0`, the bound on the operator's spectral norm.
+        n_power_iterations: power-iteration steps per call in training mode (at least 1).
+        bias: learn a per-channel bias.
+
+    Shapes: ``x (B, in_channels, H, W) -> (B, out_channels, H, W)``.
+
+    References:
+        Regularisation of Neural Networks by Enforcing Lipschitz Continuity (Gouk et al., 2018)
+        https://arxiv.org/abs/1804.04368;
+        Invertible Residual Networks (Behrmann et al., 2019) https://arxiv.org/abs/1811.00995;
+        Residual Flows for Invertible Generative Modeling (Chen et al., 2019)
+        https://arxiv.org/abs/1906.02735
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> conv = ff.nets.SpectralConv2d(1, 2, 3, (4, 4), coeff=0.9)
+        >>> conv(torch.randn(5, 1, 4, 4)).shape
+        torch.Size([5, 2, 4, 4])
+    """
+
+    # The power-iteration images (buffers), declared for the type checker.
+    u: Tensor
+    v: Tensor
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        spatial: Sequence[int],
+        coeff: float = 0.97,
+        n_power_iterations: int = 1,
+        bias: bool = True,
+    ):
+        super().__init__()
+        check_int(in_channels, "in_channels", 1)
+        check_int(out_channels, "out_channels", 1)
+        check_int(kernel_size, "kernel_size", 1)
+        if kernel_size % 2 == 0:
+            raise ValueError(
+                f"kernel_size must be odd so that 'same' padding keeps the image size, got "
+                f"{kernel_size}; use 1, 3 or 5"
+            )
+        if not isinstance(spatial, Sequence) or len(spatial) != 2:
+            raise ValueError(f"spatial must be the image size (H, W), got {spatial!r}")
+        height = check_int(spatial[0], "spatial[0]", 1)
+        width = check_int(spatial[1], "spatial[1]", 1)
+        self.in_channels = in_channels
+        self.out_channels = out_channels
+        self.kernel_size = kernel_size
+        self.spatial = (height, width)
+        self.padding = kernel_size // 2
+        self.coeff = check_positive(coeff, "coeff")
+        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
+        # nn.Conv2d's initialisation; never zero, since power iteration stalls on a zero kernel.
+        template = nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias)
+        self.weight = nn.Parameter(template.weight.detach().clone())
+        if template.bias is not None:
+            self.bias = nn.Parameter(template.bias.detach().clone())
+        else:
+            self.register_parameter("bias", None)
+        self.register_buffer("u", _unit(torch.randn(out_channels, height, width)))
+        self.register_buffer("v", _unit(torch.randn(in_channels, height, width)))
+        self.power_iteration_frozen = False
+        self._converged_for: tuple[int, int, int] | None = None
+        self.converge()
+
+    def _operator(self, v: Tensor, weight: Tensor) -> Tensor:
+        # A v for one image v (C_in, H, W) -> (C_out, H, W).
+        return F.conv2d(v.unsqueeze(0), weight, padding=self.padding).squeeze(0)
+
+    def _adjoint(self, u: Tensor, weight: Tensor) -> Tensor:
+        # A^T u (C_out, H, W) -> (C_in, H, W): the transposed convolution, exact for stride 1.
+        return F.conv_transpose2d(u.unsqueeze(0), weight, padding=self.padding).squeeze(0)
+
+    @torch.no_grad()
+    def power_iteration(self, iterations: int = 1) -> None:
+        """Run ``iterations`` power-iteration steps, updating the ``u, v`` buffers in place."""
+        w = self.weight.detach()
+        u, v = self.u, self.v
+        for _ in range(iterations):
+            v = _unit(self._adjoint(u, w))
+            u = _unit(self._operator(v, w))
+        self.u.copy_(u)
+        self.v.copy_(v)
+
+    def compute_sigma(self, iterations: int = 0) -> Tensor:
+        r"""Run ``iterations`` more power-iteration steps, then return :math:`\hat\sigma`, ``()``.
+
+        The returned estimate is detached and never exceeds the true operator norm.
+        """
+        check_int(iterations, "iterations", 0)
+        if iterations:
+            self.power_iteration(iterations)
+        with torch.no_grad():
+            return (self.u * self._operator(self.v, self.weight)).sum().abs()
+
+    @torch.no_grad()
+    def converge(self, max_iterations: int = 1000, rtol: float = 1e-7) -> Tensor:
+        r"""Iterate until :math:`\hat\sigma` changes by less than ``rtol`` (relative); return it.
+
+        As :meth:`SpectralLinear.converge`.
+        """
+        check_int(max_iterations, "max_iterations", 1)
+        sigma = self.compute_sigma()
+        for _ in range(0, max_iterations, 5):
+            new = self.compute_sigma(5)
+            if abs(float(new - sigma)) <= rtol * float(new.abs()):
+                return new
+            sigma = new
+        return sigma
+
+    def normalized_weight(self) -> Tensor:
+        r""":math:`\tilde K = K / \max(1, \hat\sigma / c)` with the stored images,
+        ``(out, in, k, k)``; differentiable in ``K``, the vectors are not updated."""
+        # Clones and abs: as SpectralLinear.normalized_weight.
+        sigma = (self.u.clone() * self._operator(self.v.clone(), self.weight)).sum().abs()
+        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
+
+    def forward(self, x: Tensor) -> Tensor:
+        if x.ndim != 4 or x.shape[1:] != (self.in_channels, *self.spatial):
+            raise ValueError(
+                f"x must have shape (B, {self.in_channels}, {self.spatial[0]}, "
+                f"{self.spatial[1]}) (the spatial size the operator norm is computed for), "
+                f"got {tuple(x.shape)}"
+            )
+        if self.training:
+            if not self.power_iteration_frozen:
+                self.power_iteration(self.n_power_iterations)
+        else:
+            key = (self.weight._version, self.weight.data_ptr(), self.u.data_ptr())
+            if key != self._converged_for:
+                self.converge()
+                self._converged_for = (
+                    self.weight._version,
+                    self.weight.data_ptr(),
+                    self.u.data_ptr(),
+                )
+        return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
+
+    def extra_repr(self) -> str:
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, "
+            f"spatial={self.spatial}, coeff={self.coeff:g}, "
+            f"n_power_iterations={self.n_power_iterations}, bias={self.bias is not None}"
+        )
+
+
+def _unit(t: Tensor) -> Tensor:
+    # t / ||t|| over all entries; eps keeps a (near-)zero operator from producing NaNs.
+    return t / t.norm().clamp_min(1e-12)
+
+
 @contextmanager
 def frozen_power_iteration(module: nn.Module) -> Iterator[nn.Module]:
-    """Within the block, every :class:`SpectralLinear` in ``module`` uses its stored vectors.
+    """Within the block, every :class:`SpectralLinear` and :class:`SpectralConv2d` in
+    ``module`` uses its stored vectors.
 
     A residual block's fixed-point inversion evaluates its branch many times; freezing keeps the
     map the same at every iteration, even in training mode. The previous settings are restored.
@@ -204,7 +382,7 @@ def frozen_power_iteration(module: nn.Module) -> Iterator[nn.Module]:
         >>> with ff.nets.frozen_power_iteration(net):
         ...     y = net(torch.randn(4, 2))
     """
-    layers = [m for m in module.modules() if isinstance(m, SpectralLinear)]
+    layers = [m for m in module.modules() if isinstance(m, SpectralLinear | SpectralConv2d)]
     before = [m.power_iteration_frozen for m in layers]
     for m in layers:
         m.power_iteration_frozen = True
@@ -218,14 +396,15 @@ def frozen_power_iteration(module: nn.Module) -> Iterator[nn.Module]:
 def converge_spectral_norms(
     module: nn.Module, max_iterations: int = 1000, rtol: float = 1e-7
 ) -> None:
-    """Converge the power iteration of every :class:`SpectralLinear` in ``module``.
+    """Converge the power iteration of every :class:`SpectralLinear` and
+    :class:`SpectralConv2d` in ``module``.
 
     Call it after training (and on an EMA copy, whose copied vectors belong to the live
     weights), before evaluation, so that each layer's spectral norm bound holds to the precision
     of a converged estimate. See :meth:`SpectralLinear.converge`.
     """
     for m in module.modules():
-        if isinstance(m, SpectralLinear):
+        if isinstance(m, SpectralLinear | SpectralConv2d):
             m.converge(max_iterations, rtol)
 
 
@@ -354,6 +533,97 @@ class LipschitzMLP(nn.Module):
             h = h + self.context_linear(context)
         for act, linear in zip(self.activations, self.linears[1:], strict=True):
             h = linear(act(h))
+        return h
+
+
+class LipschitzConvNet(nn.Module):
+    r"""A convolutional residual branch on images with :math:`\mathrm{Lip}_x(g) \le` ``coeff``:
+    :math:`g(x, c) = K_L * \phi(\cdots \phi(K_1 * \phi(x) + V c + b_1) \cdots) + b_L`.
+
+    The branch of Chen et al.'s image Residual Flows: a 3x3 convolution, 1x1 convolutions
+    between the hidden layers, and a 3x3 convolution back to the input channels (``hidden=(h,
+    h)`` is 3x3 -> 1x1 -> 3x3). Every :math:`K_l` is a :class:`SpectralConv2d` whose operator
+    norm is bounded by :math:`c^{1/L}`, and every activation is 1-Lipschitz, so
+    :math:`\mathrm{Lip}_x(g) \le c`. The context enters as a per-channel bias of the first hidden
+    layer through an unconstrained linear map :math:`V` (outside the bound, which is only needed
+    in :math:`x`). ``input_activation`` as for :class:`LipschitzMLP`.
+
+    Args:
+        shape: the image shape ``(C, H, W)``, input and output.
+        hidden: hidden channel widths (at least one).
+        coeff: :math:`c > 0`, the bound on :math:`\mathrm{Lip}_x(g)`; a residual block needs
+            :math:`c < 1`.
+        activation: activation module class or factory; must be 1-Lipschitz.
+        n_power_iterations: power-iteration steps per call in training mode.
+        context_features: ``F``, size of the conditioning vector (0 for none).
+        input_activation: apply an activation to ``x`` before the first convolution.
+
+    Shapes: ``x (B, C, H, W)``, ``context (B, F)`` -> ``(B, C, H, W)``.
+
+    References:
+        Residual Flows for Invertible Generative Modeling (Chen et al., 2019)
+        https://arxiv.org/abs/1906.02735
+
+    Example:
+        >>> import torch, flowforge as ff
+        >>> g = ff.nets.LipschitzConvNet((1, 4, 4), hidden=(8, 8), coeff=0.9)
+        >>> g(torch.randn(5, 1, 4, 4)).shape
+        torch.Size([5, 1, 4, 4])
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        hidden: Sequence[int] = (64, 64),
+        coeff: float = 0.97,
+        activation: Callable[[], nn.Module] = LipSwish,
+        n_power_iterations: int = 1,
+        context_features: int = 0,
+        input_activation: bool = True,
+    ):
+        super().__init__()
+        if not isinstance(shape, Sequence) or len(shape) != 3:
+            raise ValueError(f"shape must be an image shape (C, H, W), got {shape!r}")
+        channels, height, width = (check_int(d, "shape entries", 1) for d in shape)
+        check_int(context_features, "context_features", 0)
+        check_bool(input_activation, "input_activation")
+        sizes = (channels, *_check_sizes(hidden), channels)
+        self.shape = (channels, height, width)
+        self.context_features = context_features
+        self.coeff = check_positive(coeff, "coeff")
+        n_layers = len(sizes) - 1
+        self.layer_coeff = self.coeff ** (1 / n_layers)
+        # 3x3 on the way in and out (spatial mixing), 1x1 between hidden layers (Chen et al.).
+        kernels = [3 if i in (0, n_layers - 1) else 1 for i in range(n_layers)]
+        self.convs = nn.ModuleList(
+            SpectralConv2d(a, b, k, (height, width), self.layer_coeff, n_power_iterations)
+            for (a, b), k in zip(itertools.pairwise(sizes), kernels, strict=True)
+        )
+        self.input_activation = activation() if input_activation else None
+        self.activations = nn.ModuleList(activation() for _ in range(n_layers - 1))
+        self.context_linear = (
+            nn.Linear(context_features, sizes[1], bias=False) if context_features else None
+        )
+
+    def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
+        if x.ndim != 4 or x.shape[1:] != self.shape:
+            shape = ", ".join(map(str, self.shape))
+            raise ValueError(f"x must have shape (B, {shape}), got {tuple(x.shape)}")
+        h = self.convs[0](x if self.input_activation is None else self.input_activation(x))
+        if self.context_linear is None:
+            if context is not None:
+                raise ValueError(
+                    "this network takes no context (context_features=0), but context was given"
+                )
+        else:
+            if context is None or context.shape != (x.shape[0], self.context_features):
+                got = None if context is None else tuple(context.shape)
+                raise ValueError(
+                    f"context must have shape ({x.shape[0]}, {self.context_features}), got {got}"
+                )
+            h = h + self.context_linear(context)[:, :, None, None]
+        for act, conv in zip(self.activations, self.convs[1:], strict=True):
+            h = conv(act(h))
         return h
 
 

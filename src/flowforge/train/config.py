@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, cast
 
-from .._checks import check_bool, check_int, check_number, check_positive
+from .._checks import check_bool, check_choice, check_int, check_number, check_positive
 
 # The default warm-up is at most this many steps (5 % of the steps when fewer), as before.
 _WARMUP_CAP = 100
@@ -17,6 +17,12 @@ _WARMUP_TIME_SHARE = 0.05
 # runs on large data still see the curve) and at most every 10 (a validation costs about as much
 # as a few steps on small data, so more often would mostly measure noise).
 _AUTO_EVAL_MIN, _AUTO_EVAL_MAX = 10, 500
+# How the dequantisation noise of discrete training data is drawn (TrainConfig.dequantization),
+# and what a run's config.json says of it ("dequantization_noise"; held-out data keep theirs).
+NOISE_NOTES = {
+    "redraw": "uniform, redrawn every batch",
+    "fixed": "uniform, drawn once at load",
+}
 
 
 @dataclass(frozen=True)
@@ -56,6 +62,12 @@ class TrainConfig:
         seed: seed of the model initialisation, the batches and every random draw in training.
         device: ``"auto"`` (CUDA when present, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         progress: show a progress bar (on rank 0 only).
+        dequantization: for training data dequantised from discrete levels (the digits, image
+            files: :func:`~flowforge.train.train`'s ``levels``), ``"redraw"`` trains every
+            batch on fresh noise, ``x = (floor(L x) + u) / L`` with ``u`` drawn
+            from a generator seeded by (seed, step), so a model cannot fit the noise drawn at
+            load; ``"fixed"`` trains on the values as loaded. Validation and test data keep
+            their noise either way. Without levels (continuous data) it has no effect.
     """
 
     steps: int | None = 5000
@@ -77,6 +89,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     progress: bool = True
+    dequantization: str = "redraw"
 
     def __post_init__(self) -> None:
         if self.steps is not None:
@@ -108,6 +121,7 @@ class TrainConfig:
             raise ValueError(f"device must be a device name, got {self.device!r}")
         check_bool(self.keep_best, "keep_best")
         check_bool(self.progress, "progress")
+        check_choice(self.dequantization, "dequantization", NOISE_NOTES)
 
     @property
     def warmup(self) -> int:

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
+from ..data import dequantize, quantize
 from ..distributions.batch import Batch
 from ..distributions.model import Model
 from ..dynamics.nfe import total_nfe
@@ -30,6 +31,7 @@ __all__ = [
     "TrainingDiverged",
     "TrainingInterrupted",
     "batch_indices",
+    "batch_noise_generator",
     "split_weights",
     "train",
 ]
@@ -108,6 +110,13 @@ def batch_indices(seed: int, step: int, n: int, batch_size: int) -> Tensor:
     return torch.randint(n, (batch_size,), generator=g)
 
 
+def batch_noise_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of step ``step``'s dequantisation noise (``train(levels=...)``): drawn for
+    the whole global batch and a pure function of its arguments, like :func:`batch_indices`, so
+    resumed and distributed runs train on the same values as one uninterrupted process."""
+    return torch.Generator().manual_seed(_mix(seed, step, 0xDE0A))
+
+
 def train(
     model: Model,
     train_x: Tensor,
@@ -121,6 +130,7 @@ def train(
     resume: bool = False,
     stop_at: int | None = None,
     desc: str = "train",
+    levels: int | None = None,
 ) -> TrainResult:
     """Train ``model`` by minimising ``model.loss`` on minibatches of ``train_x``.
 
@@ -163,6 +173,13 @@ def train(
         stop_at: end this call after step ``stop_at`` with a checkpoint, as an interruption
             would, keeping the schedule of ``config.steps``; resume later (time-boxed jobs).
         desc: the progress bar's label.
+        levels: ``L`` when ``train_x`` are values dequantised from ``L`` discrete levels
+            (:func:`flowforge.data.dequantize`, ``Dataset.levels``; in ``[0, 1)``, not
+            standardised: a :class:`~flowforge.data.Standardize` model standardises after).
+            With ``config.dequantization="redraw"`` (the default) every batch then gets new
+            noise, ``x = (floor(L x) + u) / L``, ``u`` from :func:`batch_noise_generator`;
+            ``val_x`` keeps its noise, so validation NLLs compare across steps. ``None``
+            (continuous data): train on ``train_x`` as given.
 
     Raises:
         TrainingDiverged: the loss or the weights became non-finite.
@@ -188,15 +205,27 @@ def train(
     _check_aligned(train_x, train_noise, "train_noise")
     if val_x is not None:
         _check_aligned(val_x, val_context, "val_context")
+    # The levels of dequantised training data, once: each batch draws its own noise for them.
+    quantized, redraw_levels = None, 0
+    if levels is not None and config.dequantization == "redraw":
+        quantized, redraw_levels = quantize(train_x, levels), levels
 
-    def take(idx: Tensor) -> Batch:
+    def take(idx: Tensor, step: int, part: slice = slice(None)) -> Batch:
+        """Step ``step``'s batch at the indices ``idx[part]`` of the global batch ``idx``."""
+        if quantized is None:
+            idx = idx[part]
+            x = train_x[idx]
+        else:  # noise for the global batch, then this process's part of it
+            g = batch_noise_generator(config.seed, step)
+            x = dequantize(quantized[idx], redraw_levels, g)[part].to(train_x.dtype)
+            idx = idx[part]
         c = None if train_context is None else train_context[idx].to(info.device)
         x0 = None if train_noise is None else train_noise[idx].to(info.device)
-        return Batch(train_x[idx].to(info.device), c, x0)
+        return Batch(x.to(info.device), c, x0)
 
     def batch(step: int) -> Batch:
         idx = batch_indices(config.seed, step, n, config.batch_size)
-        return take(idx[info.rank * local : (info.rank + 1) * local])
+        return take(idx, step, slice(info.rank * local, (info.rank + 1) * local))
 
     start = 0
     if fresh:
@@ -205,11 +234,11 @@ def train(
         torch.manual_seed(_mix(config.seed, 0, 0))
         g_idx = batch_indices(config.seed, 1, n, config.batch_size)
         with torch.no_grad():
-            model.objective(take(g_idx))
+            model.objective(take(g_idx, 1))
     if fresh and run_dir is not None and info.is_main:
         from .python_run import record_run
 
-        record_run(run_dir, model, config, train_x, val_x, train_context, val_context)
+        record_run(run_dir, model, config, train_x, val_x, train_context, val_context, levels)
         # Best weights of an earlier attempt that never reached a checkpoint are stale.
         (run_dir / ckpt.BEST_FILE).unlink(missing_ok=True)
     optimizer = torch.optim.AdamW(

@@ -22,7 +22,7 @@ from .. import data
 from .._version import __version__
 from ..distributions.model import Model
 from . import checkpoint as ckpt
-from .config import TrainConfig
+from .config import NOISE_NOTES, TrainConfig
 
 DATA_FILE = "data.safetensors"
 # Training data up to this many values (16 MiB of float32) is kept in the run for resuming.
@@ -48,8 +48,12 @@ def record_run(
     val_x: Tensor | None,
     train_context: Tensor | None = None,
     val_context: Tensor | None = None,
+    levels: int | None = None,
 ) -> bool:
     """Write ``config.json`` and ``data.safetensors`` for a fresh run trained from arrays.
+
+    ``levels`` (the loop's): the training data are dequantised levels, recorded with how their
+    noise is drawn, so that ``flowforge train --resume`` draws it the same way.
 
     A config that ``flowforge train`` wrote (:func:`~flowforge.train.start`) is left alone; one
     an earlier run from arrays wrote in the same directory is replaced. When ``model`` was not
@@ -97,6 +101,10 @@ def record_run(
     }
     if stats is not None:
         record["standardization"] = stats
+    if levels is not None:
+        record["levels"] = int(levels)
+        record["dequantization"] = "uniform"
+        record["dequantization_noise"] = NOISE_NOTES[config.dequantization]
     if model.num_classes and ("train_labels" in tensors or "val_labels" in tensors):
         # Conditioned on labels: evaluation reloads them with the data (flowforge evaluate).
         record["conditional"] = True

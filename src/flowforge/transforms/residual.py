@@ -12,11 +12,12 @@ from torch import Tensor, nn
 
 from .._checks import check_int, check_number, check_positive
 from ..estimators import LogDetOptions, as_logdet_options, residual_logdet
-from ..nets.lipschitz import LipschitzMLP, LipSwish, frozen_power_iteration
-from .base import Transform, check_features
+from ..nets.lipschitz import LipschitzConvNet, LipschitzMLP, LipSwish, frozen_power_iteration
+from .base import Transform, check_event, check_features, event_shape_of
 
-#: Up to this many features the default evaluation log-det is exact: it costs ``D``
-#: vector-Jacobian products, about as many as a 64-term series, and an O(D^3) ``slogdet``.
+#: Up to this many features (entries of the event: an 8x8 one-channel image has 64) the default
+#: evaluation log-det is exact: it costs ``D`` vector-Jacobian products, about as many as a
+#: 64-term series, and an O(D^3) ``slogdet``.
 EXACT_LOGDET_MAX_FEATURES = 64
 
 #: Training default: unbiased, about 3 vector-Jacobian products per step on average
@@ -57,9 +58,16 @@ class ResidualBlock(Transform):
     fixed-point iteration in the backward pass (first-order gradients only). The power iteration
     of the spectral norms is frozen during inversion, so every iteration sees the same map.
 
+    On images the event ``(C, H, W)`` is given as ``features``; the default branch is then a
+    :class:`~flowforge.nets.LipschitzConvNet` (whose spectral norms are those of the
+    convolution operators), and the log-det estimators, the fixed point and its tolerance act on
+    the flattened event (``D = C H W`` entries), so every statement above holds unchanged.
+
     Args:
-        features: ``D``.
-        hidden: hidden sizes of the default branch, a :class:`~flowforge.nets.LipschitzMLP`.
+        features: ``D``, or the image shape ``(C, H, W)``.
+        hidden: hidden sizes of the default branch, a :class:`~flowforge.nets.LipschitzMLP`
+            (vectors), or its hidden channel widths, a
+            :class:`~flowforge.nets.LipschitzConvNet` (images).
         coeff: its Lipschitz bound :math:`c \in (0, 1)`; the closer to 1, the more expressive
             the block and the slower the inversion and the series.
         context_features: ``C``, size of the conditioning vector (0 for none).
@@ -67,7 +75,8 @@ class ResidualBlock(Transform):
         activation: activation of the default branch (1-Lipschitz), a module class or a
             factory such as ``functools.partial(LipSwish, beta)``.
         branch: a custom branch instead (then ``hidden``, ``coeff``, ``n_power_iterations``,
-            ``activation`` and ``input_activation`` are unused): a module ``(B, D) -> (B, D)``,
+            ``activation`` and ``input_activation`` are unused): a module ``(B, D) -> (B, D)``
+            (``(B, C, H, W) -> (B, C, H, W)`` on images),
             called as ``branch(x, context)`` when a context is given, whose Lipschitz constant
             in ``x`` the caller guarantees to be below 1.
         train_logdet: log-det estimator in training mode, options or a name.
@@ -83,7 +92,7 @@ class ResidualBlock(Transform):
             :class:`~flowforge.nets.LipschitzMLP`); without it a residual flow learns far more
             slowly at small learning rates.
 
-    Shapes: ``x (B, D)``, ``context (B, C)``.
+    Shapes: ``x (B, D)`` or ``(B, C, H, W)``, ``context (B, F)``.
 
     References:
         Invertible Residual Networks (Behrmann et al., 2019) https://arxiv.org/abs/1811.00995;
@@ -101,7 +110,7 @@ class ResidualBlock(Transform):
 
     def __init__(
         self,
-        features: int,
+        features: int | Sequence[int],
         hidden: Sequence[int] = (128, 128),
         coeff: float = 0.97,
         context_features: int = 0,
@@ -115,19 +124,38 @@ class ResidualBlock(Transform):
         input_activation: bool = True,
     ):
         super().__init__()
-        check_int(features, "features", 1)
+        event = event_shape_of(features)
+        if len(event) not in (1, 3):
+            raise ValueError(
+                f"features must be D (vectors) or an image shape (C, H, W), got {event}"
+            )
+        self.event_shape = event
+        # Vectors keep their path exactly as it was (no reshapes).
+        self._image = len(event) == 3
+        features = math.prod(event)
         if branch is None:
             contraction = "a number in (0, 1): the branch must be a contraction for the block to "
             check_number(coeff, "coeff", above=0, below=1, described=contraction + "be invertible")
-            branch = LipschitzMLP(
-                features,
-                hidden,
-                coeff,
-                activation=activation,
-                n_power_iterations=n_power_iterations,
-                context_features=context_features,
-                input_activation=input_activation,
-            )
+            if self._image:
+                branch = LipschitzConvNet(
+                    event,
+                    hidden,
+                    coeff,
+                    activation=activation,
+                    n_power_iterations=n_power_iterations,
+                    context_features=context_features,
+                    input_activation=input_activation,
+                )
+            else:
+                branch = LipschitzMLP(
+                    features,
+                    hidden,
+                    coeff,
+                    activation=activation,
+                    n_power_iterations=n_power_iterations,
+                    context_features=context_features,
+                    input_activation=input_activation,
+                )
         elif not isinstance(branch, nn.Module):
             raise TypeError(f"branch must be an nn.Module, got {type(branch).__name__}")
         check_positive(tol, "tol")
@@ -157,7 +185,23 @@ class ResidualBlock(Transform):
         return self.logdet_options.exact
 
     def _g(self, x: Tensor, context: Tensor | None) -> Tensor:
+        # x (B, D); an image branch sees (B, C, H, W) and its output is flattened back.
+        if self._image:
+            image = x.reshape(x.shape[0], *self.event_shape)
+            gx = self.branch(image) if context is None else self.branch(image, context)
+            return gx.flatten(1)
         return self.branch(x) if context is None else self.branch(x, context)
+
+    def _flat(self, x: Tensor, name: str) -> Tensor:
+        # The event as (B, D), checked: images are flattened, vectors pass as they are.
+        if not self._image:
+            check_features(x, self.features, name)
+            return x
+        check_event(x, self.event_shape, name)
+        return x.flatten(1)
+
+    def _unflat(self, x: Tensor) -> Tensor:
+        return x.reshape(x.shape[0], *self.event_shape) if self._image else x
 
     def _logdet(self, x: Tensor, context: Tensor | None) -> tuple[Tensor, Tensor]:
         options = self.logdet_options
@@ -165,27 +209,27 @@ class ResidualBlock(Transform):
         return residual_logdet(lambda v: self._g(v, context), x, options)
 
     def forward_and_ladj(self, x: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(x, self.features)
+        x = self._flat(x, "x")
         gx, logdet = self._logdet(x, context)
-        return x + gx, logdet
+        return self._unflat(x + gx), logdet
 
     def inverse_and_ladj(self, y: Tensor, context: Tensor | None = None) -> tuple[Tensor, Tensor]:
-        check_features(y, self.features, "y")
+        y = self._flat(y, "y")
         with frozen_power_iteration(self.branch):
             x = self._solve(y, context)
             _, logdet = self._logdet(x, context)
-        return x, -logdet
+        return self._unflat(x), -logdet
 
     def forward(self, x: Tensor, context: Tensor | None = None) -> Tensor:
         """:math:`x + g(x)` without the log-det."""
-        check_features(x, self.features)
-        return x + self._g(x, context)
+        x = self._flat(x, "x")
+        return self._unflat(x + self._g(x, context))
 
     def inverse(self, y: Tensor, context: Tensor | None = None) -> Tensor:
         """The fixed-point inverse without the log-det (sampling needs no more)."""
-        check_features(y, self.features, "y")
+        y = self._flat(y, "y")
         with frozen_power_iteration(self.branch):
-            return self._solve(y, context)
+            return self._unflat(self._solve(y, context))
 
     def _solve(self, y: Tensor, context: Tensor | None) -> Tensor:
         x = self._fixed_point(y, context)
