@@ -519,18 +519,9 @@ class LipschitzMLP(nn.Module):
         if x.ndim != 2 or x.shape[1] != self.features:
             raise ValueError(f"x must have shape (B, {self.features}), got {tuple(x.shape)}")
         h = self.linears[0](x if self.input_activation is None else self.input_activation(x))
-        if self.context_linear is None:
-            if context is not None:
-                raise ValueError(
-                    "this network takes no context (context_features=0), but context was given"
-                )
-        else:
-            if context is None or context.shape != (x.shape[0], self.context_features):
-                got = None if context is None else tuple(context.shape)
-                raise ValueError(
-                    f"context must have shape ({x.shape[0]}, {self.context_features}), got {got}"
-                )
-            h = h + self.context_linear(context)
+        bias = _context_bias(self.context_linear, context, x.shape[0])
+        if bias is not None:
+            h = h + bias
         for act, linear in zip(self.activations, self.linears[1:], strict=True):
             h = linear(act(h))
         return h
@@ -610,18 +601,9 @@ class LipschitzConvNet(nn.Module):
             shape = ", ".join(map(str, self.shape))
             raise ValueError(f"x must have shape (B, {shape}), got {tuple(x.shape)}")
         h = self.convs[0](x if self.input_activation is None else self.input_activation(x))
-        if self.context_linear is None:
-            if context is not None:
-                raise ValueError(
-                    "this network takes no context (context_features=0), but context was given"
-                )
-        else:
-            if context is None or context.shape != (x.shape[0], self.context_features):
-                got = None if context is None else tuple(context.shape)
-                raise ValueError(
-                    f"context must have shape ({x.shape[0]}, {self.context_features}), got {got}"
-                )
-            h = h + self.context_linear(context)[:, :, None, None]
+        bias = _context_bias(self.context_linear, context, x.shape[0])
+        if bias is not None:
+            h = h + bias[:, :, None, None]
         for act, conv in zip(self.activations, self.convs[1:], strict=True):
             h = conv(act(h))
         return h
@@ -667,3 +649,19 @@ def lipschitz_estimate(
             (-norms.sum()).backward(inputs=[points])
             optimizer.step()
     return best
+
+
+def _context_bias(linear: nn.Linear | None, context: Tensor | None, batch: int) -> Tensor | None:
+    """The first layer's bias ``(B, hidden)`` from ``context`` ``(B, E)`` through ``linear``
+    (``None`` for a network without context); a missing, unexpected or misshaped context is a
+    ``ValueError``."""
+    if linear is None:
+        if context is not None:
+            raise ValueError(
+                "this network takes no context (context_features=0), but context was given"
+            )
+        return None
+    if context is None or context.shape != (batch, linear.in_features):
+        got = None if context is None else tuple(context.shape)
+        raise ValueError(f"context must have shape ({batch}, {linear.in_features}), got {got}")
+    return linear(context)

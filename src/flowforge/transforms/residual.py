@@ -136,26 +136,17 @@ class ResidualBlock(Transform):
         if branch is None:
             contraction = "a number in (0, 1): the branch must be a contraction for the block to "
             check_number(coeff, "coeff", above=0, below=1, described=contraction + "be invertible")
-            if self._image:
-                branch = LipschitzConvNet(
-                    event,
-                    hidden,
-                    coeff,
-                    activation=activation,
-                    n_power_iterations=n_power_iterations,
-                    context_features=context_features,
-                    input_activation=input_activation,
-                )
-            else:
-                branch = LipschitzMLP(
-                    features,
-                    hidden,
-                    coeff,
-                    activation=activation,
-                    n_power_iterations=n_power_iterations,
-                    context_features=context_features,
-                    input_activation=input_activation,
-                )
+            # On images the branch convolves (spectral norms of the conv operators).
+            net: Callable[..., nn.Module] = LipschitzConvNet if self._image else LipschitzMLP
+            branch = net(
+                event if self._image else features,
+                hidden,
+                coeff,
+                activation=activation,
+                n_power_iterations=n_power_iterations,
+                context_features=context_features,
+                input_activation=input_activation,
+            )
         elif not isinstance(branch, nn.Module):
             raise TypeError(f"branch must be an nn.Module, got {type(branch).__name__}")
         check_positive(tol, "tol")
