@@ -38,7 +38,110 @@ SWISH_MAX_SLOPE = 1.1
 LIPSWISH_BETA = 16.0
 
 
-class SpectralLinear(nn.Module):
+class _SpectralNormed(nn.Module):
+    r"""What :class:`SpectralLinear` and :class:`SpectralConv2d` share: a weight rescaled to
+    :math:`W / \max(1, \hat\sigma / c)`, :math:`\hat\sigma = |\langle u, A v\rangle|` from
+    power iteration on the layer's linear operator :math:`A` with persistent unit buffers
+    ``u``, ``v``. A subclass sets ``weight`` and calls :meth:`_init_power_iteration`, and
+    defines the operator (:meth:`_operator`) and its adjoint (:meth:`_adjoint`)."""
+
+    # The power-iteration vectors (buffers), declared for the type checker.
+    u: Tensor
+    v: Tensor
+    weight: nn.Parameter
+
+    def _init_power_iteration(
+        self, coeff: float, n_power_iterations: int, u: Tensor, v: Tensor
+    ) -> None:
+        self.coeff = check_positive(coeff, "coeff")
+        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
+        self.register_buffer("u", _unit(u))
+        self.register_buffer("v", _unit(v))
+        # Set by frozen_power_iteration(): use the stored vectors even in training mode.
+        self.power_iteration_frozen = False
+        # The weight (version, storage) the vectors were last converged for, in eval mode.
+        self._converged_for: tuple[int, int, int] | None = None
+        self.converge()
+
+    def _operator(self, v: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _adjoint(self, u: Tensor, weight: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def _sigma(self, u: Tensor, v: Tensor, weight: Tensor) -> Tensor:
+        r""":math:`|\langle u, A v\rangle|`, differentiable in ``weight``."""
+        return (u * self._operator(v, weight)).sum().abs()
+
+    @torch.no_grad()
+    def power_iteration(self, iterations: int = 1) -> None:
+        """Run ``iterations`` power-iteration steps, updating the ``u, v`` buffers in place."""
+        w = self.weight.detach()
+        u, v = self.u, self.v
+        for _ in range(iterations):
+            v = _unit(self._adjoint(u, w))
+            u = _unit(self._operator(v, w))
+        self.u.copy_(u)
+        self.v.copy_(v)
+
+    def compute_sigma(self, iterations: int = 0) -> Tensor:
+        r"""Run ``iterations`` more power-iteration steps, then return :math:`\hat\sigma`, ``()``.
+
+        The returned estimate is detached and never exceeds the true spectral norm.
+        """
+        check_int(iterations, "iterations", 0)
+        if iterations:
+            self.power_iteration(iterations)
+        with torch.no_grad():
+            return self._sigma(self.u, self.v, self.weight)
+
+    @torch.no_grad()
+    def converge(self, max_iterations: int = 1000, rtol: float = 1e-7) -> Tensor:
+        r"""Iterate until :math:`\hat\sigma` changes by less than ``rtol`` (relative); return it.
+
+        The estimate increases towards the largest singular value as the vectors converge; when
+        the top two singular values are close, the vectors converge slowly but the estimate,
+        bounded between them, is already close to the largest.
+        """
+        check_int(max_iterations, "max_iterations", 1)
+        sigma = self.compute_sigma()
+        # Check every few steps: one step changes the estimate little once it is nearly there.
+        for _ in range(0, max_iterations, 5):
+            new = self.compute_sigma(5)
+            if abs(float(new - sigma)) <= rtol * float(new.abs()):
+                return new
+            sigma = new
+        return sigma
+
+    def normalized_weight(self) -> Tensor:
+        r""":math:`W / \max(1, \hat\sigma / c)` with the stored vectors, shaped like ``weight``.
+
+        Differentiable in ``W`` (through :math:`\hat\sigma` too); the vectors are not updated.
+        """
+        # Clones: the buffers change in place on the next training call, but this graph
+        # must keep the vectors it was built with. abs (in _sigma): stale vectors (weights
+        # changed since the last iteration) can give a negative <u, A v>; its size is still a
+        # lower bound.
+        sigma = self._sigma(self.u.clone(), self.v.clone(), self.weight)
+        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
+
+    def _update_vectors(self) -> None:
+        """The vectors for this call: ``n_power_iterations`` steps in training mode (unless
+        frozen); in evaluation mode, converged once for each new weight."""
+        if self.training:
+            if not self.power_iteration_frozen:
+                self.power_iteration(self.n_power_iterations)
+            return
+        # After training steps, an EMA copy or a load, the stored vectors belong to other
+        # weights. The key sees in-place updates (the version counter) and new storage (dtype
+        # or device moves).
+        key = (self.weight._version, self.weight.data_ptr(), self.u.data_ptr())
+        if key != self._converged_for:
+            self.converge()
+            self._converged_for = (self.weight._version, self.weight.data_ptr(), self.u.data_ptr())
+
+
+class SpectralLinear(_SpectralNormed):
     r"""A linear layer :math:`y = \tilde W x + b` with :math:`\tilde W = W / \max(1, \hat\sigma/c)`.
 
     :math:`\hat\sigma = |u^\top W v|` estimates the largest singular value of ``W`` by power
@@ -79,10 +182,6 @@ class SpectralLinear(nn.Module):
         True
     """
 
-    # The power-iteration vectors (buffers), declared for the type checker.
-    u: Tensor
-    v: Tensor
-
     def __init__(
         self,
         in_features: int,
@@ -96,8 +195,6 @@ class SpectralLinear(nn.Module):
         check_int(out_features, "out_features", 1)
         self.in_features = in_features
         self.out_features = out_features
-        self.coeff = check_positive(coeff, "coeff")
-        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
         # nn.Linear's initialisation; never zero, since power iteration stalls on a zero weight.
         template = nn.Linear(in_features, out_features, bias=bias)
         self.weight = nn.Parameter(template.weight.detach().clone())
@@ -105,82 +202,21 @@ class SpectralLinear(nn.Module):
             self.bias = nn.Parameter(template.bias.detach().clone())
         else:
             self.register_parameter("bias", None)
-        self.register_buffer("u", F.normalize(torch.randn(out_features), dim=0))
-        self.register_buffer("v", F.normalize(torch.randn(in_features), dim=0))
-        # Set by frozen_power_iteration(): use the stored vectors even in training mode.
-        self.power_iteration_frozen = False
-        # The weight (version, storage) the vectors were last converged for, in eval mode.
-        self._converged_for: tuple[int, int, int] | None = None
-        self.converge()
+        self._init_power_iteration(
+            coeff, n_power_iterations, torch.randn(out_features), torch.randn(in_features)
+        )
 
-    @torch.no_grad()
-    def power_iteration(self, iterations: int = 1) -> None:
-        """Run ``iterations`` power-iteration steps, updating the ``u, v`` buffers in place."""
-        w = self.weight.detach()
-        u, v = self.u, self.v
-        for _ in range(iterations):
-            # eps keeps a (near-)zero weight from producing NaN vectors.
-            v = F.normalize(w.T @ u, dim=0, eps=1e-12)
-            u = F.normalize(w @ v, dim=0, eps=1e-12)
-        self.u.copy_(u)
-        self.v.copy_(v)
+    def _operator(self, v: Tensor, weight: Tensor) -> Tensor:
+        return weight @ v
 
-    def compute_sigma(self, iterations: int = 0) -> Tensor:
-        r"""Run ``iterations`` more power-iteration steps, then return :math:`\hat\sigma`, ``()``.
+    def _adjoint(self, u: Tensor, weight: Tensor) -> Tensor:
+        return weight.T @ u
 
-        The returned estimate is detached and never exceeds the true spectral norm of ``W``.
-        """
-        check_int(iterations, "iterations", 0)
-        if iterations:
-            self.power_iteration(iterations)
-        with torch.no_grad():
-            return torch.dot(self.u, self.weight @ self.v).abs()
-
-    @torch.no_grad()
-    def converge(self, max_iterations: int = 1000, rtol: float = 1e-7) -> Tensor:
-        r"""Iterate until :math:`\hat\sigma` changes by less than ``rtol`` (relative); return it.
-
-        The estimate increases towards :math:`\sigma_{\max}(W)` as the vectors converge; when
-        the top two singular values are close, the vectors converge slowly but the estimate,
-        bounded between them, is already close to the largest.
-        """
-        check_int(max_iterations, "max_iterations", 1)
-        sigma = self.compute_sigma()
-        # Check every few steps: one step changes the estimate little once it is nearly there.
-        for _ in range(0, max_iterations, 5):
-            new = self.compute_sigma(5)
-            if abs(float(new - sigma)) <= rtol * float(new.abs()):
-                return new
-            sigma = new
-        return sigma
-
-    def normalized_weight(self) -> Tensor:
-        r""":math:`\tilde W = W / \max(1, \hat\sigma / c)` with the stored vectors, ``(out, in)``.
-
-        Differentiable in ``W`` (through :math:`\hat\sigma` too); the vectors are not updated.
-        """
-        # Clones: the buffers change in place on the next training call, but this graph
-        # must keep the vectors it was built with. abs: stale vectors (weights changed since
-        # the last iteration) can give a negative u^T W v; its size is still a lower bound.
-        sigma = torch.dot(self.u.clone(), self.weight @ self.v.clone()).abs()
-        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
+    def _sigma(self, u: Tensor, v: Tensor, weight: Tensor) -> Tensor:
+        return torch.dot(u, weight @ v).abs()
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.training:
-            if not self.power_iteration_frozen:
-                self.power_iteration(self.n_power_iterations)
-        else:
-            # Evaluation converges the vectors once for each new weight: after training steps,
-            # an EMA copy or a load, the stored vectors belong to other weights. The key sees
-            # in-place updates (the version counter) and new storage (dtype or device moves).
-            key = (self.weight._version, self.weight.data_ptr(), self.u.data_ptr())
-            if key != self._converged_for:
-                self.converge()
-                self._converged_for = (
-                    self.weight._version,
-                    self.weight.data_ptr(),
-                    self.u.data_ptr(),
-                )
+        self._update_vectors()
         return F.linear(x, self.normalized_weight(), self.bias)
 
     def extra_repr(self) -> str:
@@ -191,7 +227,7 @@ class SpectralLinear(nn.Module):
         )
 
 
-class SpectralConv2d(nn.Module):
+class SpectralConv2d(_SpectralNormed):
     r"""A 2-D convolution :math:`y = \tilde K * x + b` with
     :math:`\tilde K = K / \max(1, \hat\sigma/c)`, :math:`\hat\sigma` the spectral norm of the
     convolution *operator* on images ``(in_channels, H, W)``.
@@ -235,10 +271,6 @@ class SpectralConv2d(nn.Module):
         torch.Size([5, 2, 4, 4])
     """
 
-    # The power-iteration images (buffers), declared for the type checker.
-    u: Tensor
-    v: Tensor
-
     def __init__(
         self,
         in_channels: int,
@@ -267,8 +299,6 @@ class SpectralConv2d(nn.Module):
         self.kernel_size = kernel_size
         self.spatial = (height, width)
         self.padding = kernel_size // 2
-        self.coeff = check_positive(coeff, "coeff")
-        self.n_power_iterations = check_int(n_power_iterations, "n_power_iterations", 1)
         # nn.Conv2d's initialisation; never zero, since power iteration stalls on a zero kernel.
         template = nn.Conv2d(in_channels, out_channels, kernel_size, bias=bias)
         self.weight = nn.Parameter(template.weight.detach().clone())
@@ -276,11 +306,12 @@ class SpectralConv2d(nn.Module):
             self.bias = nn.Parameter(template.bias.detach().clone())
         else:
             self.register_parameter("bias", None)
-        self.register_buffer("u", _unit(torch.randn(out_channels, height, width)))
-        self.register_buffer("v", _unit(torch.randn(in_channels, height, width)))
-        self.power_iteration_frozen = False
-        self._converged_for: tuple[int, int, int] | None = None
-        self.converge()
+        self._init_power_iteration(
+            coeff,
+            n_power_iterations,
+            torch.randn(out_channels, height, width),
+            torch.randn(in_channels, height, width),
+        )
 
     def _operator(self, v: Tensor, weight: Tensor) -> Tensor:
         # A v for one image v (C_in, H, W) -> (C_out, H, W).
@@ -290,50 +321,6 @@ class SpectralConv2d(nn.Module):
         # A^T u (C_out, H, W) -> (C_in, H, W): the transposed convolution, exact for stride 1.
         return F.conv_transpose2d(u.unsqueeze(0), weight, padding=self.padding).squeeze(0)
 
-    @torch.no_grad()
-    def power_iteration(self, iterations: int = 1) -> None:
-        """Run ``iterations`` power-iteration steps, updating the ``u, v`` buffers in place."""
-        w = self.weight.detach()
-        u, v = self.u, self.v
-        for _ in range(iterations):
-            v = _unit(self._adjoint(u, w))
-            u = _unit(self._operator(v, w))
-        self.u.copy_(u)
-        self.v.copy_(v)
-
-    def compute_sigma(self, iterations: int = 0) -> Tensor:
-        r"""Run ``iterations`` more power-iteration steps, then return :math:`\hat\sigma`, ``()``.
-
-        The returned estimate is detached and never exceeds the true operator norm.
-        """
-        check_int(iterations, "iterations", 0)
-        if iterations:
-            self.power_iteration(iterations)
-        with torch.no_grad():
-            return (self.u * self._operator(self.v, self.weight)).sum().abs()
-
-    @torch.no_grad()
-    def converge(self, max_iterations: int = 1000, rtol: float = 1e-7) -> Tensor:
-        r"""Iterate until :math:`\hat\sigma` changes by less than ``rtol`` (relative); return it.
-
-        As :meth:`SpectralLinear.converge`.
-        """
-        check_int(max_iterations, "max_iterations", 1)
-        sigma = self.compute_sigma()
-        for _ in range(0, max_iterations, 5):
-            new = self.compute_sigma(5)
-            if abs(float(new - sigma)) <= rtol * float(new.abs()):
-                return new
-            sigma = new
-        return sigma
-
-    def normalized_weight(self) -> Tensor:
-        r""":math:`\tilde K = K / \max(1, \hat\sigma / c)` with the stored images,
-        ``(out, in, k, k)``; differentiable in ``K``, the vectors are not updated."""
-        # Clones and abs: as SpectralLinear.normalized_weight.
-        sigma = (self.u.clone() * self._operator(self.v.clone(), self.weight)).sum().abs()
-        return self.weight / torch.clamp(sigma / self.coeff, min=1.0)
-
     def forward(self, x: Tensor) -> Tensor:
         if x.ndim != 4 or x.shape[1:] != (self.in_channels, *self.spatial):
             raise ValueError(
@@ -341,18 +328,7 @@ class SpectralConv2d(nn.Module):
                 f"{self.spatial[1]}) (the spatial size the operator norm is computed for), "
                 f"got {tuple(x.shape)}"
             )
-        if self.training:
-            if not self.power_iteration_frozen:
-                self.power_iteration(self.n_power_iterations)
-        else:
-            key = (self.weight._version, self.weight.data_ptr(), self.u.data_ptr())
-            if key != self._converged_for:
-                self.converge()
-                self._converged_for = (
-                    self.weight._version,
-                    self.weight.data_ptr(),
-                    self.u.data_ptr(),
-                )
+        self._update_vectors()
         return F.conv2d(x, self.normalized_weight(), self.bias, padding=self.padding)
 
     def extra_repr(self) -> str:
@@ -382,7 +358,7 @@ def frozen_power_iteration(module: nn.Module) -> Iterator[nn.Module]:
         >>> with ff.nets.frozen_power_iteration(net):
         ...     y = net(torch.randn(4, 2))
     """
-    layers = [m for m in module.modules() if isinstance(m, SpectralLinear | SpectralConv2d)]
+    layers = [m for m in module.modules() if isinstance(m, _SpectralNormed)]
     before = [m.power_iteration_frozen for m in layers]
     for m in layers:
         m.power_iteration_frozen = True
@@ -404,7 +380,7 @@ def converge_spectral_norms(
     of a converged estimate. See :meth:`SpectralLinear.converge`.
     """
     for m in module.modules():
-        if isinstance(m, SpectralLinear | SpectralConv2d):
+        if isinstance(m, _SpectralNormed):
             m.converge(max_iterations, rtol)
 
 
