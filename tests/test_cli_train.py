@@ -160,12 +160,15 @@ def test_a_run_trained_from_python_works_with_the_cli(tmp_path, capsys):
 def test_sigkill_at_any_moment_then_resume_finishes(tmp_path):
     """Kill ``flowforge train`` at moments from its first second on (importing, loading data,
     writing the config, training, committing checkpoints), start it again each time, with
-    ``--resume`` or the original command, and it finishes."""
+    ``--resume`` or the original command, and it finishes.
+
+    The killed runs ask for far more steps than any machine trains in the 30 s of the kill
+    schedule, so every start is killed whatever the machine's speed; the last start resumes to a
+    few hundred steps past the last committed checkpoint and must finish there."""
     run = tmp_path / "r"
-    steps = 1500
-    original = train_args(run, "--steps", str(steps), "--checkpoint-every", "25")
-    kills, finished = 0, False
-    for i, moment in enumerate((0.4, 1.0, 1.8, 2.7, 3.8, 5.2, 6.5, 8.0)):
+    original = train_args(run, "--steps", "1000000", "--checkpoint-every", "25")
+    moments = (0.4, 1.0, 1.8, 2.7, 3.8, 5.2, 6.5, 8.0)
+    for i, moment in enumerate(moments):
         # Before config.json exists only the original command can start it; after, both do.
         use_resume = (run / "config.json").exists() and i % 2 == 0
         proc = cli(*(["train", "--resume", str(run), "--no-progress"] if use_resume else original))
@@ -173,26 +176,18 @@ def test_sigkill_at_any_moment_then_resume_finishes(tmp_path):
             proc.wait(timeout=moment)
         except subprocess.TimeoutExpired:
             proc.kill()
-            kills += 1
         _, err = proc.communicate()
-        if proc.returncode == 0:  # it finished before this moment came
-            finished = True
-            break
-        if proc.returncode == 2 and "already finished" in err:
-            # The kill came after the last checkpoint was committed: the run is complete, and
-            # starting it again says so (checked below through its state).
-            finished = True
-            break
         assert proc.returncode == -signal.SIGKILL, err[-2000:]
         if ckpt.has_checkpoint(run):
             ckpt.load_checkpoint(run)  # what a kill leaves always loads
-    if not finished:
-        proc = cli("train", "--resume", str(run), "--no-progress")
-        out, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err[-2000:]
-        assert "run saved in" in out
-    assert kills >= 5
-    assert state(run)["step"] == steps and state(run)["stop_reason"] == "steps"
+    assert (run / "config.json").exists()
+    committed = state(run)["step"] if (run / "state.json").exists() else 0
+    target = committed + 200
+    proc = cli("train", "--resume", str(run), "--steps", str(target), "--no-progress")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert "run saved in" in out
+    assert state(run)["step"] == target and state(run)["stop_reason"] == "steps"
     assert json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])["stop"] == "steps"
 
 
