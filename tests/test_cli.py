@@ -309,7 +309,9 @@ def test_an_existing_run_is_not_overwritten(tmp_path):
 
 @pytest.mark.slow
 def test_sigkill_never_leaves_an_unloadable_checkpoint(tmp_path):
-    """Kill training at random moments; every checkpoint left loads, and resume finishes."""
+    """Kill training at random moments; every checkpoint left loads, and resume finishes.
+
+    4000 steps: more than a fast machine trains between a first checkpoint and the first kill."""
     run = tmp_path / "r"
     args = [
         "train",
@@ -318,7 +320,7 @@ def test_sigkill_never_leaves_an_unloadable_checkpoint(tmp_path):
         "--data",
         "checkerboard",
         "--steps",
-        "600",
+        "4000",
         "--checkpoint-every",
         "10",
         "--eval-every",
@@ -359,7 +361,7 @@ def test_sigkill_never_leaves_an_unloadable_checkpoint(tmp_path):
     assert kills >= 1
     assert proc.returncode == 0
     _, step = ckpt.load_weights(run)
-    assert step == 600
+    assert step == 4000
 
 
 @pytest.mark.slow
